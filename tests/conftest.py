@@ -1,0 +1,102 @@
+"""Session-wide fixtures: the real services and unique names.
+
+Services start once per test session, on first use, and are stopped and wiped at the end. A
+test that takes a service down (fault tests) does not have to bring it back: the function-scoped
+fixtures restart anything found stopped before the next test uses it. An integration test never
+skips because a service is missing; it fails with the service's own error.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.infra import KafkaCluster, Mosquitto
+from tests.infra._process import reap_stale
+
+TESTS_DIR = Path(__file__).parent
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark tests by folder: tests/unit -> unit, tests/integration -> integration."""
+    for item in items:
+        path = Path(str(item.path))
+        if TESTS_DIR / "integration" in path.parents:
+            item.add_marker(pytest.mark.integration)
+        elif TESTS_DIR / "unit" in path.parents:
+            item.add_marker(pytest.mark.unit)
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:  # noqa: ARG001
+    """Kill services a killed earlier run left behind, so ports and memory are free."""
+    for name in reap_stale():
+        print(f"[infra] killed leftover {name}")
+
+
+# ---------------------------------------------------------------- Mosquitto
+@pytest.fixture(scope="session")
+def mosquitto_service() -> Iterator[Mosquitto]:
+    broker = Mosquitto()
+    broker.start()
+    yield broker
+    broker.close()
+
+
+@pytest.fixture
+def mosquitto(mosquitto_service: Mosquitto) -> Mosquitto:
+    """The session's Mosquitto, started again if an earlier test stopped it."""
+    if not mosquitto_service.running:
+        mosquitto_service.start()
+    return mosquitto_service
+
+
+# ---------------------------------------------------------------- Kafka
+def _heal(cluster: KafkaCluster) -> KafkaCluster:
+    stopped = [n for n in cluster.nodes if not n.running]
+    for node in stopped:
+        node.start()
+    if stopped:
+        cluster.wait_ready([n.node_id for n in cluster.brokers])
+    return cluster
+
+
+@pytest.fixture(scope="session")
+def kafka_single_service() -> Iterator[KafkaCluster]:
+    cluster = KafkaCluster.single()
+    cluster.start()
+    print(f"\n[infra] Kafka single node up in {cluster.started_in_s:.1f} s")
+    yield cluster
+    cluster.close()
+
+
+@pytest.fixture
+def kafka(kafka_single_service: KafkaCluster) -> KafkaCluster:
+    """The single-node Kafka, with every node running when the test starts."""
+    return _heal(kafka_single_service)
+
+
+@pytest.fixture(scope="session")
+def kafka_cluster_service() -> Iterator[KafkaCluster]:
+    cluster = KafkaCluster.three_brokers()
+    cluster.start()
+    print(f"\n[infra] Kafka 3-broker cluster up in {cluster.started_in_s:.1f} s")
+    yield cluster
+    cluster.close()
+
+
+@pytest.fixture
+def kafka_cluster(kafka_cluster_service: KafkaCluster) -> KafkaCluster:
+    """The three-broker cluster (controller + brokers 1-3), every node running at test start."""
+    return _heal(kafka_cluster_service)
+
+
+# ---------------------------------------------------------------- names
+@pytest.fixture
+def unique_name(request: pytest.FixtureRequest) -> str:
+    """A name unique to this test run and test: safe for MQTT topics and Kafka topics."""
+    base = re.sub(r"[^A-Za-z0-9]+", "-", request.node.name).strip("-")[:60]
+    return f"{base}-{secrets.token_hex(4)}"

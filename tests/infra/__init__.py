@@ -1,0 +1,17 @@
+"""Real services for tests and the demo: Mosquitto (Debian package) and Apache Kafka (KRaft).
+
+Usable from pytest (see ``tests/conftest.py``) and from a shell::
+
+    python -m tests.infra up            # Mosquitto + single-node Kafka until Ctrl-C
+    python -m tests.infra up --cluster  # plus the three-broker cluster
+
+Everything listens on 127.0.0.1 on free ports picked at start, keeps its data in a fresh
+directory that is wiped on stop, and is registered in a pid directory so a later run can
+clean up after a run that was killed.
+"""
+
+from tests.infra._kafka import KafkaCluster, KafkaNode, NodeRole
+from tests.infra._mosquitto import Mosquitto
+from tests.infra._process import ServiceError
+
+__all__ = ["KafkaCluster", "KafkaNode", "Mosquitto", "NodeRole", "ServiceError"]
