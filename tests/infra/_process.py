@@ -82,7 +82,8 @@ class ManagedProcess:
             env=self.env,
         )
         PID_DIR.mkdir(parents=True, exist_ok=True)
-        (PID_DIR / f"{self.proc.pid}").write_text(self.name)
+        # "<name> <owner pid>": a later run reaps the process only once its owner is gone.
+        (PID_DIR / f"{self.proc.pid}").write_text(f"{self.name} {os.getpid()}")
 
     def stop(self, timeout_s: float = 20.0) -> None:
         """SIGTERM, then SIGKILL after ``timeout_s``."""
@@ -112,17 +113,34 @@ class ManagedProcess:
         self.proc = None
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def reap_stale() -> list[str]:
-    """Kill harness processes left behind by an earlier run that did not clean up."""
+    """Kill harness processes left behind by an earlier run that did not clean up.
+
+    A process is stale when the run that started it (its owner) is no longer alive; services
+    of a run that is still going (another terminal, a parallel test session) are left alone.
+    """
     killed: list[str] = []
     if not PID_DIR.exists():
         return killed
     for pidfile in PID_DIR.iterdir():
         with contextlib.suppress(ValueError, OSError):
             pid = int(pidfile.name)
+            name, _, owner = pidfile.read_text().partition(" ")
+            if owner and _alive(int(owner)):
+                continue
             cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
             if HARNESS_MARKER.encode() in cmdline:
                 os.killpg(pid, signal.SIGKILL)
-                killed.append(f"{pidfile.read_text()} (pid {pid})")
+                killed.append(f"{name} (pid {pid})")
         pidfile.unlink(missing_ok=True)
     return killed
