@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 import secrets
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -31,17 +32,26 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.unit)
 
 
-def pytest_sessionstart(session: pytest.Session) -> None:  # noqa: ARG001
+def _announce(config: pytest.Config, message: str) -> None:
+    """Show harness progress in the test output even while pytest captures output."""
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None:
+        reporter.write_line(f"[infra] {message}")
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
     """Kill services a killed earlier run left behind, so ports and memory are free."""
     for name in reap_stale():
-        print(f"[infra] killed leftover {name}")
+        _announce(session.config, f"killed leftover {name}")
 
 
 # ---------------------------------------------------------------- Mosquitto
 @pytest.fixture(scope="session")
-def mosquitto_service() -> Iterator[Mosquitto]:
+def mosquitto_service(pytestconfig: pytest.Config) -> Iterator[Mosquitto]:
     broker = Mosquitto()
+    started = time.monotonic()
     broker.start()
+    _announce(pytestconfig, f"Mosquitto up at {broker.url} in {time.monotonic() - started:.1f} s")
     yield broker
     broker.close()
 
@@ -55,6 +65,11 @@ def mosquitto(mosquitto_service: Mosquitto) -> Mosquitto:
 
 
 # ---------------------------------------------------------------- Kafka
+def _rss(cluster: KafkaCluster) -> str:
+    rss = cluster.memory_rss_bytes()
+    return f"RSS {sum(rss.values()) / 2**20:.0f} MiB over {len(rss)} JVM(s)"
+
+
 def _heal(cluster: KafkaCluster) -> KafkaCluster:
     stopped = [n for n in cluster.nodes if not n.running]
     for node in stopped:
@@ -65,10 +80,12 @@ def _heal(cluster: KafkaCluster) -> KafkaCluster:
 
 
 @pytest.fixture(scope="session")
-def kafka_single_service() -> Iterator[KafkaCluster]:
+def kafka_single_service(pytestconfig: pytest.Config) -> Iterator[KafkaCluster]:
     cluster = KafkaCluster.single()
     cluster.start()
-    print(f"\n[infra] Kafka single node up in {cluster.started_in_s:.1f} s")
+    _announce(
+        pytestconfig, f"Kafka single node up in {cluster.started_in_s:.1f} s, {_rss(cluster)}"
+    )
     yield cluster
     cluster.close()
 
@@ -80,10 +97,13 @@ def kafka(kafka_single_service: KafkaCluster) -> KafkaCluster:
 
 
 @pytest.fixture(scope="session")
-def kafka_cluster_service() -> Iterator[KafkaCluster]:
+def kafka_cluster_service(pytestconfig: pytest.Config) -> Iterator[KafkaCluster]:
     cluster = KafkaCluster.three_brokers()
     cluster.start()
-    print(f"\n[infra] Kafka 3-broker cluster up in {cluster.started_in_s:.1f} s")
+    _announce(
+        pytestconfig,
+        f"Kafka controller + 3 brokers up in {cluster.started_in_s:.1f} s, {_rss(cluster)}",
+    )
     yield cluster
     cluster.close()
 

@@ -1,0 +1,57 @@
+"""Edge validation: device id, routing, canonical readings and the records to produce.
+
+Usage::
+
+    pipeline = Pipeline(PipelineSettings(), gateway_id="gw-1")
+    processed = pipeline.process(message)  # never raises
+    for record in processed.records:
+        ...  # spool, then produce
+
+See :class:`Pipeline` for the contract, :class:`Reason` for every way a message can fail.
+"""
+
+from agent.pipeline._pipeline import Pipeline
+from agent.pipeline._reading import Reading
+from agent.pipeline._records import (
+    HEADER_DLQ_DETAIL,
+    HEADER_DLQ_REASON,
+    HEADER_GATEWAY_ID,
+    HEADER_MESSAGE_ID,
+    HEADER_RECEIVED_AT,
+    HEADER_SCHEMA_VERSION,
+    HEADER_SOURCE_TOPIC,
+    SCHEMA_VERSION,
+    message_id,
+)
+from agent.pipeline._result import Outcome, Processed, Reason
+from agent.pipeline.settings import (
+    DeviceIdSettings,
+    LowQualityAction,
+    MissingTimestampPolicy,
+    PipelineSettings,
+    TopicSettings,
+    UnknownFieldPolicy,
+)
+
+__all__ = [
+    "HEADER_DLQ_DETAIL",
+    "HEADER_DLQ_REASON",
+    "HEADER_GATEWAY_ID",
+    "HEADER_MESSAGE_ID",
+    "HEADER_RECEIVED_AT",
+    "HEADER_SCHEMA_VERSION",
+    "HEADER_SOURCE_TOPIC",
+    "SCHEMA_VERSION",
+    "DeviceIdSettings",
+    "LowQualityAction",
+    "MissingTimestampPolicy",
+    "Outcome",
+    "Pipeline",
+    "PipelineSettings",
+    "Processed",
+    "Reading",
+    "Reason",
+    "TopicSettings",
+    "UnknownFieldPolicy",
+    "message_id",
+]

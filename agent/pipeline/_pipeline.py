@@ -1,0 +1,155 @@
+"""The pipeline: one received MQTT message in, one :class:`Processed` out.
+
+Contract:
+
+* :meth:`Pipeline.process` is synchronous, pure (no I/O, no clock: the receive time comes in
+  the message) and never raises, whatever the payload bytes or topic.
+* Every message ends as exactly one of: VALID with one or two records; REJECTED with exactly
+  one DLQ record holding the original payload bytes and a ``dlq-reason`` header; DROPPED with
+  no record and a reason, for the caller to count.
+* The same message always gives the same records (same message id, same bytes), so a replay
+  after a crash produces duplicates that downstream can remove by ``message-id``.
+
+Checks run in this order, and the first failure gives the reason: payload size (before any
+decoding), UTF-8, JSON, JSON object, device id, then the reading rules of
+:mod:`agent.pipeline._reading`, then the quality threshold.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING
+
+from agent.errors import ConfigError
+from agent.pipeline._device import DeviceIdResolver, TopicFields, parse_template
+from agent.pipeline._reading import ReadingBuilder
+from agent.pipeline._records import RecordBuilder
+from agent.pipeline._result import InvalidMessageError, Outcome, Processed, Reason
+from agent.pipeline._text import MAX_NAME_BYTES, text_problem
+from agent.pipeline.settings import LowQualityAction
+
+if TYPE_CHECKING:
+    from agent.model import ReceivedMessage
+    from agent.pipeline.settings import PipelineSettings
+
+
+def _reject_constant(name: str) -> float:
+    """Refuse the non-standard ``NaN``, ``Infinity`` and ``-Infinity`` literals."""
+    raise InvalidMessageError(Reason.NOT_FINITE, f"the payload contains the literal {name}")
+
+
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
+
+
+def decode_payload(payload: bytes, max_payload_bytes: int) -> dict[str, object]:
+    """Decode a payload into a JSON object.
+
+    The payload is decoded as UTF-8 explicitly: ``json.loads(bytes)`` would also accept UTF-16
+    and UTF-32.
+
+    Raises:
+        InvalidMessageError: ``payload_too_large``, ``not_utf8``, ``not_json``,
+            ``not_finite`` or ``not_an_object``.
+    """
+    if len(payload) > max_payload_bytes:
+        raise InvalidMessageError(
+            Reason.PAYLOAD_TOO_LARGE,
+            f"the payload is {len(payload)} bytes, more than max_payload_bytes {max_payload_bytes}",
+        )
+    try:
+        text = payload.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InvalidMessageError(
+            Reason.NOT_UTF8, f"the payload is not UTF-8 (byte {exc.start})"
+        ) from None
+    try:
+        document = _DECODER.decode(text)
+    except json.JSONDecodeError as exc:
+        raise InvalidMessageError(
+            Reason.NOT_JSON, f"the payload is not JSON: {exc.msg} at character {exc.pos}"
+        ) from None
+    except RecursionError:
+        raise InvalidMessageError(
+            Reason.NOT_JSON, "the payload is not usable JSON: it nests too deeply"
+        ) from None
+    except ValueError:  # the only other decoder error: an integer beyond int_max_str_digits
+        raise InvalidMessageError(
+            Reason.NOT_JSON, "the payload is not usable JSON: an integer has too many digits"
+        ) from None
+    if not isinstance(document, dict):
+        raise InvalidMessageError(Reason.NOT_AN_OBJECT, "the payload is JSON but not an object")
+    return document
+
+
+class Pipeline:
+    """Turns received MQTT messages into the records to spool and produce."""
+
+    __slots__ = (
+        "_devices",
+        "_low_quality_dlq",
+        "_max_payload_bytes",
+        "_min_quality",
+        "_readings",
+        "_records",
+    )
+
+    def __init__(self, settings: PipelineSettings, gateway_id: str) -> None:
+        """Compile ``settings`` once for the gateway ``gateway_id``.
+
+        Raises:
+            ConfigError: ``gateway_id`` is empty, too long or has control characters.
+        """
+        problem = text_problem(gateway_id, MAX_NAME_BYTES)
+        if problem is not None:
+            raise ConfigError(f"The gateway id {problem}; set a short printable gateway id.")
+        template = settings.device_id.topic_template
+        self._devices = DeviceIdResolver(
+            parse_template(template) if template is not None else None,
+            settings.device_id.json_field,
+        )
+        self._readings = ReadingBuilder(settings, self._devices.payload_root)
+        self._records = RecordBuilder(settings.topics, gateway_id, forward_raw=settings.forward_raw)
+        self._max_payload_bytes = settings.max_payload_bytes
+        self._min_quality = settings.min_quality
+        self._low_quality_dlq = settings.low_quality_action is LowQualityAction.DLQ
+
+    def process(self, msg: ReceivedMessage) -> Processed:
+        """Validate ``msg`` and build its records; never raises.
+
+        Returns:
+            VALID with the records to produce, REJECTED with one DLQ record, or DROPPED with no
+            record; see :class:`Processed`.
+        """
+        try:
+            return self._process(msg)
+        except Exception as exc:  # noqa: BLE001 - last line of defence: a bug must not lose data
+            detail = f"the pipeline failed with {type(exc).__name__}"
+            record = self._records.dlq(msg, None, Reason.INTERNAL_ERROR, detail)
+            return Processed(Outcome.REJECTED, (record,), Reason.INTERNAL_ERROR, None, detail)
+
+    def _process(self, msg: ReceivedMessage) -> Processed:
+        topic = self._devices.from_topic(msg.topic)
+        device_id = topic.device_id if topic is not None else None
+        try:
+            payload = decode_payload(msg.payload, self._max_payload_bytes)
+            device_id = self._devices.resolve(topic, payload)
+            reading = self._readings.build(payload, device_id, _metric(topic), msg.received_at_ms)
+        except InvalidMessageError as exc:
+            return self._reject(msg, device_id, exc.reason, exc.detail)
+        if reading.quality < self._min_quality:
+            detail = f"quality {reading.quality} is below min_quality {self._min_quality}"
+            if self._low_quality_dlq:
+                return self._reject(msg, device_id, Reason.LOW_QUALITY, detail)
+            return Processed(Outcome.DROPPED, (), Reason.LOW_QUALITY, device_id, detail)
+        records = self._records.valid(msg, device_id, reading.to_json(), reading.ts)
+        return Processed(Outcome.VALID, records, None, device_id)
+
+    def _reject(
+        self, msg: ReceivedMessage, device_id: str | None, reason: Reason, detail: str
+    ) -> Processed:
+        record = self._records.dlq(msg, device_id, reason, detail)
+        return Processed(Outcome.REJECTED, (record,), reason, device_id, detail)
+
+
+def _metric(topic: TopicFields | None) -> str | None:
+    return topic.metric if topic is not None else None

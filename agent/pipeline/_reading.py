@@ -1,0 +1,361 @@
+"""The canonical reading (schema version 1) and how it is built from a JSON object payload.
+
+Canonical JSON: one object, compact separators, keys sorted, UTF-8, no NaN or infinities::
+
+    {"device_id":"d1","metric":"temp","quality":192,"tags":{"line":"3"},"ts":1700000000000,
+     "unit":"C","value":21.5}
+
+``unit`` and ``tags`` are left out when the reading has none. ``value`` is always a JSON
+number with a fraction or exponent (an integer input ``21`` is written ``21.0``).
+
+Rules, applied in this order (the first one that fails gives the reason):
+
+* a JSON ``null`` counts as absent, for every field (a ``null`` tag value is ``wrong_type``);
+* ``unknown_fields`` policy (``reject`` / ``keep_as_tags``);
+* ``metric``: a string from the payload, else the topic's ``{metric}`` level, else
+  ``missing_field``;
+* ``value``: a number (an integer becomes a float; a boolean is ``wrong_type``; NaN, infinities
+  and integers beyond the float range are ``not_finite``); absent is ``missing_field``;
+* ``ts``: see :mod:`agent.pipeline._timestamp`; checked against the accepted range; absent is
+  the receive time or ``missing_field`` by policy;
+* ``quality``: an integer 0..255 or ``"good"`` / ``"uncertain"`` / ``"bad"`` (any case) for
+  192 / 64 / 0; absent is 192;
+* ``unit``: an optional string; ``tags``: an optional flat object of strings.
+
+Names (metric, unit, tag names) must be non-empty, without control characters and at most 256
+(tags: ``max_tag_bytes``) UTF-8 bytes; tag values may be empty.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from json.encoder import encode_basestring
+from typing import TYPE_CHECKING
+
+from agent.pipeline._result import InvalidMessageError, Reason
+from agent.pipeline._text import MAX_NAME_BYTES, json_type, quote, text_problem
+from agent.pipeline._timestamp import (
+    epoch_ms_from_float,
+    epoch_ms_from_int,
+    epoch_ms_from_rfc3339,
+)
+from agent.pipeline.settings import MissingTimestampPolicy, UnknownFieldPolicy
+
+if TYPE_CHECKING:
+    from agent.pipeline.settings import PipelineSettings
+
+QUALITY_GOOD = 192
+QUALITY_NAMES = {"good": QUALITY_GOOD, "uncertain": 64, "bad": 0}
+_MAX_QUALITY = 255
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+_string = encode_basestring
+"""JSON string escaper used by ``json.dumps(ensure_ascii=False)`` (C-accelerated)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Reading:
+    """One validated reading.
+
+    Attributes:
+        device_id: Device that produced the reading.
+        metric: What was measured.
+        value: The measurement; always finite.
+        ts: When it was measured, epoch milliseconds.
+        quality: OPC-style quality 0..255 (192 = good).
+        unit: Unit of ``value``, if given.
+        tags: Extra string labels, sorted by name.
+    """
+
+    device_id: str
+    metric: str
+    value: float
+    ts: int
+    quality: int
+    unit: str | None = None
+    tags: tuple[tuple[str, str], ...] = ()
+
+    def to_json(self) -> bytes:
+        """Encode as canonical JSON (schema version 1), UTF-8.
+
+        Written by hand for speed (about twice as fast as ``json.dumps`` with
+        ``sort_keys``), with the string escaper ``json.dumps`` itself uses; a property test
+        checks the output equals ``json.dumps(..., sort_keys=True, separators=(",", ":"),
+        ensure_ascii=False)``. Keys are emitted in sorted order, tags are kept sorted.
+
+        Raises:
+            ValueError: ``value`` is not finite (the builder never makes such a reading).
+        """
+        value = float(self.value)
+        if not math.isfinite(value):
+            raise ValueError("a canonical reading's value must be finite")
+        head = f'{{"device_id":{_string(self.device_id)},"metric":{_string(self.metric)}'
+        parts = [head, f',"quality":{int(self.quality)}']
+        if self.tags:
+            pairs = ",".join(f"{_string(key)}:{_string(text)}" for key, text in self.tags)
+            parts.append(f',"tags":{{{pairs}}}')
+        parts.append(f',"ts":{int(self.ts)}')
+        if self.unit is not None:
+            parts.append(f',"unit":{_string(self.unit)}')
+        parts.append(f',"value":{value!r}}}')
+        return "".join(parts).encode("utf-8")
+
+
+class ReadingBuilder:
+    """Builds a :class:`Reading` from a decoded JSON object, following the settings."""
+
+    __slots__ = (
+        "_fields",
+        "_known",
+        "_max_tag_bytes",
+        "_max_tags",
+        "_min_ts_ms",
+        "_reject_missing_ts",
+        "_skew_ms",
+        "_unknown",
+    )
+
+    def __init__(self, settings: PipelineSettings, device_root: str | None) -> None:
+        """Compile the settings; ``device_root`` is the payload field holding the device id."""
+        self._fields = settings.payload_fields
+        known = set(self._fields.values())
+        if device_root is not None:
+            known.add(device_root)
+        self._known = frozenset(known)
+        self._unknown = settings.unknown_fields
+        self._reject_missing_ts = settings.missing_ts is MissingTimestampPolicy.REJECT
+        self._min_ts_ms = (settings.min_timestamp - _EPOCH) // timedelta(milliseconds=1)
+        self._skew_ms = round(settings.max_future_skew_secs * 1000)
+        self._max_tags = settings.max_tags
+        self._max_tag_bytes = settings.max_tag_bytes
+
+    def build(
+        self,
+        payload: dict[str, object],
+        device_id: str,
+        topic_metric: str | None,
+        received_at_ms: int,
+    ) -> Reading:
+        """Build the reading or raise :class:`InvalidMessageError` with the reason."""
+        extra_tags = self._unknown_fields(payload)
+        return Reading(
+            device_id=device_id,
+            metric=self._metric(payload, topic_metric),
+            value=self._value(payload),
+            ts=self._ts(payload, received_at_ms),
+            quality=self._quality(payload),
+            unit=self._unit(payload),
+            tags=self._tags(payload, extra_tags),
+        )
+
+    # ------------------------------------------------------------ unknown fields
+    def _unknown_fields(self, payload: dict[str, object]) -> dict[str, str]:
+        if self._unknown is UnknownFieldPolicy.IGNORE:
+            return {}
+        unknown = [name for name in payload if name not in self._known]
+        if unknown and self._unknown is UnknownFieldPolicy.REJECT:
+            raise InvalidMessageError(
+                Reason.UNKNOWN_FIELD, f"field {quote(unknown[0])} is not part of the mapping"
+            )
+        return {
+            name: _tag_text(name, payload[name]) for name in unknown if payload[name] is not None
+        }
+
+    # ------------------------------------------------------------ metric, value
+    def _metric(self, payload: dict[str, object], topic_metric: str | None) -> str:
+        name = self._fields["metric"]
+        raw = payload.get(name)
+        if raw is None:
+            if topic_metric is None:
+                raise InvalidMessageError(Reason.MISSING_FIELD, f"field {quote(name)} is missing")
+            return _name(topic_metric, MAX_NAME_BYTES, "the metric in the topic")
+        if not isinstance(raw, str):
+            raise InvalidMessageError(
+                Reason.WRONG_TYPE, f"field {quote(name)} is {json_type(raw)}, expected a string"
+            )
+        return _name(raw, MAX_NAME_BYTES, "field", name)
+
+    def _value(self, payload: dict[str, object]) -> float:
+        name = self._fields["value"]
+        raw = payload.get(name)
+        if isinstance(raw, float):
+            if not math.isfinite(raw):
+                raise InvalidMessageError(
+                    Reason.NOT_FINITE, f"field {quote(name)} is not a finite number"
+                )
+            return raw
+        if isinstance(raw, int) and not isinstance(raw, bool):
+            try:
+                return float(raw)
+            except OverflowError:
+                raise InvalidMessageError(
+                    Reason.NOT_FINITE, f"field {quote(name)} is too large for a float"
+                ) from None
+        if raw is None:
+            raise InvalidMessageError(Reason.MISSING_FIELD, f"field {quote(name)} is missing")
+        raise InvalidMessageError(
+            Reason.WRONG_TYPE, f"field {quote(name)} is {json_type(raw)}, expected a number"
+        )
+
+    # ------------------------------------------------------------ timestamp
+    def _ts(self, payload: dict[str, object], received_at_ms: int) -> int:
+        name = self._fields["ts"]
+        raw = payload.get(name)
+        if raw is None:
+            if self._reject_missing_ts:
+                raise InvalidMessageError(Reason.MISSING_FIELD, f"field {quote(name)} is missing")
+            return received_at_ms
+        ts_ms = _epoch_ms(raw, name)
+        if ts_ms < self._min_ts_ms:
+            raise InvalidMessageError(
+                Reason.TIMESTAMP_OUT_OF_RANGE, f"field {quote(name)} is before min_timestamp"
+            )
+        if ts_ms > received_at_ms + self._skew_ms:
+            raise InvalidMessageError(
+                Reason.TIMESTAMP_OUT_OF_RANGE,
+                f"field {quote(name)} is more than max_future_skew_secs ahead of the receive time",
+            )
+        return ts_ms
+
+    # ------------------------------------------------------------ quality, unit, tags
+    def _quality(self, payload: dict[str, object]) -> int:
+        name = self._fields["quality"]
+        raw = payload.get(name)
+        if raw is None:
+            return QUALITY_GOOD
+        if isinstance(raw, int) and not isinstance(raw, bool):
+            if 0 <= raw <= _MAX_QUALITY:
+                return raw
+            raise InvalidMessageError(
+                Reason.INVALID_VALUE, f"field {quote(name)} is outside 0..255"
+            )
+        if isinstance(raw, str):
+            quality = QUALITY_NAMES.get(raw.lower())
+            if quality is None:
+                raise InvalidMessageError(
+                    Reason.INVALID_VALUE,
+                    f"field {quote(name)} is {quote(raw)}, expected 'good', 'uncertain' or 'bad'",
+                )
+            return quality
+        raise InvalidMessageError(
+            Reason.WRONG_TYPE, f"field {quote(name)} is {json_type(raw)}, expected an integer"
+        )
+
+    def _unit(self, payload: dict[str, object]) -> str | None:
+        name = self._fields["unit"]
+        raw = payload.get(name)
+        if raw is None:
+            return None
+        if not isinstance(raw, str):
+            raise InvalidMessageError(
+                Reason.WRONG_TYPE, f"field {quote(name)} is {json_type(raw)}, expected a string"
+            )
+        return _name(raw, MAX_NAME_BYTES, "field", name)
+
+    def _tags(
+        self, payload: dict[str, object], extra: dict[str, str]
+    ) -> tuple[tuple[str, str], ...]:
+        name = self._fields["tags"]
+        raw = payload.get(name)
+        if raw is None:
+            given: dict[str, object] = {}
+        elif isinstance(raw, dict):
+            given = raw
+        else:
+            raise InvalidMessageError(
+                Reason.WRONG_TYPE, f"field {quote(name)} is {json_type(raw)}, expected an object"
+            )
+        if not given and not extra:
+            return ()
+        if len(given) + len(extra) > self._max_tags:
+            raise InvalidMessageError(
+                Reason.INVALID_VALUE, f"the reading has more than {self._max_tags} tags"
+            )
+        tags = [self._tag(name, key, value) for key, value in given.items()]
+        for key, value in extra.items():
+            if key in given:
+                raise InvalidMessageError(
+                    Reason.INVALID_VALUE,
+                    f"tag {quote(key)} is given both in field {quote(name)} and as a field",
+                )
+            tags.append(self._tag(name, key, value))
+        tags.sort()
+        return tuple(tags)
+
+    def _tag(self, field: str, key: str, value: object) -> tuple[str, str]:
+        if not isinstance(value, str):
+            raise InvalidMessageError(
+                Reason.WRONG_TYPE,
+                f"tag {quote(key)} in field {quote(field)} is {json_type(value)}, "
+                "expected a string",
+            )
+        limit = self._max_tag_bytes
+        if not (_plain(key, limit) and (not value or _plain(value, limit))):
+            _name(key, limit, "tag name", key)
+            _name(value, limit, "tag", key, allow_empty=True)
+        return key, value
+
+
+def _plain(text: str, max_bytes: int) -> bool:
+    """Fast path of :func:`text_problem`: non-empty printable ASCII within the limit."""
+    return 0 < len(text) <= max_bytes and text.isascii() and text.isprintable()
+
+
+def _name(
+    text: str, max_bytes: int, what: str, subject: str | None = None, *, allow_empty: bool = False
+) -> str:
+    """Return ``text`` if it is an acceptable name, else raise ``invalid_value``.
+
+    The detail reads ``{what} {subject!r} {problem}``; it is only built on failure.
+    """
+    problem = text_problem(text, max_bytes, allow_empty=allow_empty)
+    if problem is None:
+        return text
+    if subject is not None:
+        what = f"{what} {quote(subject)}"
+    raise InvalidMessageError(Reason.INVALID_VALUE, f"{what} {problem}")
+
+
+def _epoch_ms(raw: object, name: str) -> int:
+    if isinstance(raw, bool):
+        raise InvalidMessageError(
+            Reason.WRONG_TYPE, f"field {quote(name)} is a boolean, expected a timestamp"
+        )
+    if isinstance(raw, int):
+        return epoch_ms_from_int(raw)
+    if isinstance(raw, float):
+        if not math.isfinite(raw):
+            raise InvalidMessageError(
+                Reason.NOT_FINITE, f"field {quote(name)} is not a finite number"
+            )
+        return epoch_ms_from_float(raw)
+    if isinstance(raw, str):
+        try:
+            return epoch_ms_from_rfc3339(raw)
+        except ValueError as exc:
+            raise InvalidMessageError(Reason.BAD_TIMESTAMP, f"field {quote(name)} {exc}") from None
+    raise InvalidMessageError(
+        Reason.WRONG_TYPE, f"field {quote(name)} is {json_type(raw)}, expected a timestamp"
+    )
+
+
+def _tag_text(name: str, value: object) -> str:
+    """Turn an unknown field's scalar value into a tag value (``keep_as_tags``)."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise InvalidMessageError(
+                Reason.NOT_FINITE, f"field {quote(name)} is not a finite number"
+            )
+        return repr(value)
+    raise InvalidMessageError(
+        Reason.WRONG_TYPE,
+        f"field {quote(name)} is {json_type(value)}; only scalar fields can be kept as tags",
+    )

@@ -1,0 +1,41 @@
+from __future__ import annotations
+
+import pytest
+
+from agent.model import ReceivedMessage
+from agent.pipeline import Outcome, Pipeline, PipelineSettings, Reason
+from tests.fixtures.bad_payloads import BAD_PAYLOADS
+
+RECEIVED_AT_MS = 1_700_000_000_000
+PIPELINE = Pipeline(PipelineSettings(), "gw-1")
+
+
+@pytest.mark.parametrize(
+    ("topic", "payload", "reason"),
+    [
+        pytest.param(topic, payload, reason, id=desc)
+        for desc, topic, payload, reason in BAD_PAYLOADS
+    ],
+)
+def test_corpus_each_bad_payload_has_its_reason(topic, payload, reason):
+    """Every malformed payload is REJECTED with its exact reason and kept byte for byte."""
+    result = PIPELINE.process(ReceivedMessage(topic, payload, 1, False, RECEIVED_AT_MS))
+    assert result.outcome is Outcome.REJECTED
+    assert result.reason == reason
+    (record,) = result.records
+    assert record.value == payload
+    headers = dict(record.headers)
+    assert headers["dlq-reason"] == reason.encode()
+    assert headers["dlq-detail"] == str(result.detail).encode()
+
+
+def test_corpus_covers_every_payload_reason():
+    """The corpus has an example of every reason the default settings can produce."""
+    settings_only = {Reason.UNKNOWN_FIELD, Reason.LOW_QUALITY, Reason.INTERNAL_ERROR}
+    assert {Reason(reason) for *_, reason in BAD_PAYLOADS} == set(Reason) - settings_only
+
+
+def test_corpus_descriptions_are_unique():
+    """Each entry has its own description (it is the test id)."""
+    descriptions = [desc for desc, *_ in BAD_PAYLOADS]
+    assert len(descriptions) == len(set(descriptions))
