@@ -1,0 +1,74 @@
+"""Settings of the disk spool. Every field needs a restart to take effect (none reloads live)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+OverflowPolicy = Literal["block", "drop_oldest", "drop_newest"]
+Durability = Literal["fsync", "normal"]
+
+_GIB = 1024**3
+_MIB = 1024**2
+_DAY_SECS = 86_400.0
+
+
+class SpoolSettings(BaseModel):
+    """Where and how the spool keeps records until Kafka acknowledged them.
+
+    All fields require a restart: the spool reads them once, at open.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    directory: Path = Field(
+        default=Path("/var/lib/edge-agent/spool"),
+        description=(
+            "Directory of the spool, used by one agent process only (it is locked). Created with "
+            "mode 0700 and tightened to 0700 if it exists. Local disk only, not NFS."
+        ),
+    )
+    max_size_bytes: int = Field(
+        default=1 * _GIB,
+        gt=0,
+        description=(
+            "Limit on the encoded size of the blocks in the spool. The SQLite files on disk are "
+            "somewhat larger (page overhead, write-ahead log): leave about 10% headroom."
+        ),
+    )
+    max_age_secs: float = Field(
+        default=7 * _DAY_SECS,
+        ge=0,
+        allow_inf_nan=False,
+        description=(
+            "Blocks older than this are dropped with reason 'expired' on read and whenever the "
+            "agent calls expire(); 0 disables the age limit."
+        ),
+    )
+    overflow_policy: OverflowPolicy = Field(
+        default="block",
+        description=(
+            "What an append does when the spool is full. 'block': wait until the forwarder frees "
+            "space, so MQTT messages stay unacknowledged and the broker keeps them. "
+            "'drop_oldest': delete the oldest blocks until the new one fits. 'drop_newest': "
+            "refuse the new block. Every drop is counted with its reason."
+        ),
+    )
+    durability: Durability = Field(
+        default="fsync",
+        description=(
+            "'fsync': every commit is synced to the device (SQLite synchronous=FULL) and survives "
+            "power loss. 'normal': WAL with synchronous=NORMAL, survives a process crash but "
+            "power loss may roll back the last commits; fewer flash writes and faster."
+        ),
+    )
+    max_quarantine_bytes: int = Field(
+        default=64 * _MIB,
+        ge=0,
+        description=(
+            "Limit on the raw bytes of corrupt blocks kept under <directory>/quarantine/ for "
+            "forensics. Beyond it corrupt blocks are still removed and reported, but not kept."
+        ),
+    )
