@@ -120,3 +120,28 @@ def unique_name(request: pytest.FixtureRequest) -> str:
     """A name unique to this test run and test: safe for MQTT topics and Kafka topics."""
     base = re.sub(r"[^A-Za-z0-9]+", "-", request.node.name).strip("-")[:60]
     return f"{base}-{secrets.token_hex(4)}"
+
+
+# ---------------------------------------------------------------- the agent as a process
+@pytest.fixture
+def agent_factory(tmp_path: Path, mosquitto: Mosquitto, kafka: KafkaCluster, unique_name: str):
+    """Make agent processes for this test (killed at teardown); see tests/support/agent.py."""
+    from tests.support.agent import AgentProcess  # noqa: PLC0415
+
+    made: list[AgentProcess] = []
+
+    def make(**overrides: object) -> AgentProcess:
+        suffix = f"-{len(made)}" if made else ""
+        agent = AgentProcess(
+            workdir=tmp_path / f"agent{suffix}",
+            mosquitto=mosquitto,
+            kafka=kafka,
+            name=f"{unique_name}{suffix}",
+            overrides=dict(overrides),
+        )
+        made.append(agent)
+        return agent
+
+    yield make
+    for agent in made:
+        agent.close()

@@ -1,0 +1,189 @@
+"""The spool's limits with the real agent: each overflow policy, expiry of nothing, corruption.
+
+The uplink is cut by pointing the agent at a port where no Kafka listens; the agent is then
+restarted with the real Kafka, and what arrives is compared with what was published and what
+the agent said it dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import sqlite3
+import time
+
+from agent.simulate import SimulationSettings, Simulator, device_name
+from agent.spool._format import decode_block
+from tests.infra import KafkaCluster, Mosquitto
+from tests.infra._process import free_port
+from tests.support.agent import AgentProcess
+from tests.support.delivery import check_delivery
+from tests.support.kafka import consume_all, create_topic
+
+DEVICES = 10
+PER_DEVICE = 200
+TOTAL = DEVICES * PER_DEVICE
+SMALL_SPOOL_BYTES = 300_000  # about a third of what TOTAL readings need (raw + normalized)
+
+
+def _offline(policy: str, **extra: object) -> dict[str, object]:
+    return {
+        "drain_timeout_secs": 3,
+        "kafka": {"bootstrap_servers": f"127.0.0.1:{free_port()}"},
+        "spool": {"max_size_bytes": SMALL_SPOOL_BYTES, "overflow_policy": policy},
+        **extra,
+    }
+
+
+async def _publish(mosquitto: Mosquitto, agent: AgentProcess) -> None:
+    sim = Simulator(
+        SimulationSettings(
+            port=mosquitto.port,
+            topic_prefix=agent.topic_prefix,
+            devices=DEVICES,
+            messages_per_device=PER_DEVICE,
+            rate_per_device_hz=200,
+        )
+    )
+    await sim.run()
+
+
+async def _go_online(agent: AgentProcess, kafka: KafkaCluster) -> None:
+    """Stop the offline agent and start it again with the real Kafka."""
+    assert await asyncio.to_thread(agent.terminate) == 0
+    agent.overrides["kafka"] = {"bootstrap_servers": kafka.bootstrap_servers}
+    await asyncio.to_thread(agent.start)
+
+
+async def _setup(agent: AgentProcess, kafka: KafkaCluster) -> None:
+    for topic in (agent.topics.normalized, agent.topics.raw, agent.topics.dlq):
+        await create_topic(kafka.bootstrap_servers, topic, partitions=3)
+    await asyncio.to_thread(agent.start)
+
+
+def _dropped(log: str, reason: str) -> int:
+    pattern = re.compile(rf"Spool dropped records\..*reason={reason}\b.*records=(\d+)")
+    return sum(int(m.group(1)) for m in pattern.finditer(log))
+
+
+def _received(log: str) -> int:
+    found = re.findall(r"Progress\..*received=(\d+)", log)
+    return int(found[-1]) if found else 0
+
+
+async def _wait_received(agent: AgentProcess, count: int, timeout_s: float = 60) -> None:
+    deadline = time.monotonic() + timeout_s
+    while _received(agent.log_text()) < count:
+        assert time.monotonic() < deadline, f"agent received {_received(agent.log_text())}"
+        await asyncio.sleep(0.2)
+
+
+def _seqs(records) -> dict[str, list[int]]:
+    out: dict[str, list[int]] = {}
+    for rec in records:
+        reading = json.loads(rec.value)
+        out.setdefault(reading["device_id"], []).append(int(reading["tags"]["seq"]))
+    return out
+
+
+async def test_spool_drop_newest_refuses_new_blocks_and_counts_exactly_what_is_missing(
+    agent_factory, mosquitto: Mosquitto, kafka: KafkaCluster
+):
+    """drop_newest: the oldest readings survive; dropped records = readings missing x 2."""
+    agent = agent_factory(**_offline("drop_newest"))
+    await _setup(agent, kafka)
+    await _publish(mosquitto, agent)
+    await _wait_received(agent, TOTAL)
+    await _go_online(agent, kafka)
+    dropped = _dropped(agent.log_text(), "spool_full_drop_newest")
+    assert dropped > 0
+    got = await consume_all(
+        kafka.bootstrap_servers, agent.topics.normalized, expected=TOTAL - dropped // 2
+    )
+    assert len(got) + dropped // 2 == TOTAL  # every reading delivered or counted (raw + norm)
+    seqs = _seqs(got)
+    assert all(0 in s for s in seqs.values())  # the first readings were kept
+    assert not any(PER_DEVICE - 1 in s for s in seqs.values())  # the newest were refused
+
+
+async def test_spool_drop_oldest_makes_room_and_counts_exactly_what_is_missing(
+    agent_factory, mosquitto: Mosquitto, kafka: KafkaCluster
+):
+    """drop_oldest: the newest readings survive; dropped records = readings missing x 2."""
+    agent = agent_factory(**_offline("drop_oldest"))
+    await _setup(agent, kafka)
+    await _publish(mosquitto, agent)
+    await _wait_received(agent, TOTAL)
+    await _go_online(agent, kafka)
+    dropped = _dropped(agent.log_text(), "spool_full_drop_oldest")
+    assert dropped > 0
+    got = await consume_all(
+        kafka.bootstrap_servers, agent.topics.normalized, expected=TOTAL - dropped // 2
+    )
+    assert len(got) + dropped // 2 == TOTAL
+    seqs = _seqs(got)
+    assert all(PER_DEVICE - 1 in s for s in seqs.values())  # the newest were kept
+    assert not any(0 in s for s in seqs.values())  # the oldest made room
+
+
+async def test_spool_block_policy_stops_acking_so_the_broker_keeps_everything(
+    agent_factory, mosquitto: Mosquitto, kafka: KafkaCluster
+):
+    """block: a full spool stops the acks, the broker holds the rest, and nothing is lost."""
+    agent = agent_factory(**_offline("block"))
+    await _setup(agent, kafka)
+    await _publish(mosquitto, agent)
+    await _go_online(agent, kafka)
+    got = await consume_all(
+        kafka.bootstrap_servers, agent.topics.normalized, expected=TOTAL, timeout_s=120
+    )
+    report = check_delivery(got, {device_name(i): PER_DEVICE for i in range(DEVICES)})
+    assert report.lost == 0, report.summary()
+    assert report.duplicates_with_new_id == 0, report.summary()
+    assert report.out_of_order_devices == [], report.summary()
+    assert "Spool dropped records" not in agent.log_text()
+
+
+async def test_spool_corrupt_block_is_quarantined_and_the_rest_delivered(
+    agent_factory, mosquitto: Mosquitto, kafka: KafkaCluster
+):
+    """A block damaged on disk is moved aside and reported; every other reading arrives."""
+    agent = agent_factory(
+        drain_timeout_secs=2,
+        kafka={"bootstrap_servers": f"127.0.0.1:{free_port()}"},
+        ingest={"max_batch_messages": 50},
+    )
+    await _setup(agent, kafka)
+    await _publish(mosquitto, agent)
+    await _wait_received(agent, TOTAL)
+    assert await asyncio.to_thread(agent.terminate) == 0
+
+    db = sqlite3.connect(agent.spool_dir / "blocks" / "cache.db")
+    rows = db.execute("SELECT key, value FROM Cache WHERE key >= 0 ORDER BY key").fetchall()
+    assert len(rows) > 3
+    victim_key, victim = rows[len(rows) // 2]
+    _, records = decode_block(bytes(victim))
+    lost = {
+        (json.loads(r.value)["device_id"], int(json.loads(r.value)["tags"]["seq"]))
+        for r in records
+        if r.topic == agent.topics.normalized
+    }
+    damaged = bytearray(victim)
+    damaged[len(damaged) // 2] ^= 0xFF
+    db.execute("UPDATE Cache SET value = ? WHERE key = ?", (bytes(damaged), victim_key))
+    db.commit()
+    db.close()
+
+    agent.overrides["kafka"] = {"bootstrap_servers": kafka.bootstrap_servers}
+    await asyncio.to_thread(agent.start)
+    got = await consume_all(
+        kafka.bootstrap_servers, agent.topics.normalized, expected=TOTAL - len(lost)
+    )
+    report = check_delivery(got, {device_name(i): PER_DEVICE for i in range(DEVICES)})
+    missing = {(d, s) for d, seqs in report.missing.items() for s in seqs}
+    assert missing == lost
+    assert report.duplicates_with_new_id == 0
+    assert "Spool quarantined a corrupt block." in agent.log_text()
+    assert len(list((agent.spool_dir / "quarantine").iterdir())) == 1
+    assert await asyncio.to_thread(agent.terminate) == 0

@@ -1,0 +1,216 @@
+"""MqttSource.ack and the receive path, with a fake paho client (no network)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import paho.mqtt.client as mqtt
+import pytest
+
+from agent.errors import ConfigError
+from agent.model import ReceivedMessage
+from agent.source import AckSkipReason, DropReason, MqttSettings, MqttSource
+from agent.source.mqtt import _Connection
+
+NOW_MS = 1_700_000_000_000
+
+
+class FakePaho:
+    """Records the PUBACKs the source sends."""
+
+    def __init__(self) -> None:
+        self.acks: list[tuple[int, int]] = []
+
+    def ack(self, mid: int, qos: int) -> int:
+        self.acks.append((mid, qos))
+        return 0
+
+
+def _source(**settings) -> MqttSource:
+    return MqttSource(MqttSettings(client_id="edge-1", **settings), clock_ms=lambda: NOW_MS)
+
+
+def _live(source: MqttSource, generation: int = 1) -> tuple[_Connection, FakePaho]:
+    """Make ``source`` look connected on a connection with the given generation."""
+    source._generation = generation
+    conn = _Connection(generation)
+    paho = FakePaho()
+    conn.paho = paho  # type: ignore[assignment]
+    conn.accepted = conn.live = True
+    source._conn = conn
+    return conn, paho
+
+
+def _paho_message(mid: int, qos: int = 1, topic: bytes = b"plant/a/t") -> mqtt.MQTTMessage:
+    message = mqtt.MQTTMessage(mid=mid, topic=topic)
+    message.qos = qos
+    message.payload = bytearray(b"payload-%d" % mid)  # paho hands out bytearrays
+    return message
+
+
+def _receive(
+    source: MqttSource, conn: _Connection, *mids: int, qos: int = 1
+) -> list[ReceivedMessage]:
+    """Run messages through the receive path and 'deliver' them as the delivery task does."""
+    for mid in mids:
+        source._on_message(conn, _paho_message(mid, qos))
+    delivered = []
+    while not conn.inbox.empty():
+        message = conn.inbox.get_nowait()
+        if message.qos == 1:
+            conn.outstanding[message.mid] = message
+        delivered.append(message)
+    return delivered
+
+
+def test_ack_needs_a_client_id():
+    """Without client_id and without a gateway-derived default the source refuses to start."""
+    with pytest.raises(ConfigError, match="client_id"):
+        MqttSource(MqttSettings())
+    assert MqttSource(MqttSettings(), default_client_id="gw-7").client_id == "gw-7"
+    assert MqttSource(MqttSettings(client_id="a"), default_client_id="b").client_id == "a"
+
+
+def test_ack_receive_path_builds_received_messages():
+    """A paho message becomes a ReceivedMessage with bytes, receive time and connection."""
+    source = _source()
+    conn, _ = _live(source, generation=4)
+    [message] = _receive(source, conn, 9)
+    assert message == ReceivedMessage(
+        topic="plant/a/t",
+        payload=b"payload-9",
+        qos=1,
+        retain=False,
+        received_at_ms=NOW_MS,
+        mid=9,
+        connection=4,
+    )
+    assert type(message.payload) is bytes
+
+
+def test_ack_sends_pubacks_in_the_order_given():
+    """Each outstanding QoS 1 message gets exactly one PUBACK, in the order acked."""
+    source = _source()
+    conn, paho = _live(source)
+    messages = _receive(source, conn, 1, 2, 3)
+    assert source.ack(messages) == 3
+    assert paho.acks == [(1, 1), (2, 1), (3, 1)]
+    assert conn.outstanding == {}
+    assert conn.all_acked.is_set()
+    assert source.stats().acked == 3
+
+
+def test_ack_ignores_qos0():
+    """QoS 0 messages need no acknowledgement and are not counted as skipped."""
+    source = _source()
+    conn, paho = _live(source)
+    messages = _receive(source, conn, 0, 0, qos=0)
+    assert [m.mid for m in messages] == [0, 0]
+    assert source.ack(messages) == 0
+    assert paho.acks == []
+    assert sum(source.stats().ack_skipped.values()) == 0
+
+
+def test_ack_skips_messages_from_an_older_connection():
+    """After a reconnect, acks of old messages send nothing: the packet ids are reused."""
+    source = _source()
+    old_conn, old_paho = _live(source, generation=1)
+    old = _receive(source, old_conn, 1, 2)
+    new_conn, new_paho = _live(source, generation=2)
+    new = _receive(source, new_conn, 1, 2)  # the broker redelivers with the same ids
+    assert source.ack(old) == 0
+    assert new_paho.acks == []
+    assert old_paho.acks == []
+    assert source.stats().ack_skipped[AckSkipReason.STALE_CONNECTION] == 2
+    assert new_conn.outstanding.keys() == {1, 2}
+    assert source.ack(new) == 2
+    assert new_paho.acks == [(1, 1), (2, 1)]
+
+
+def test_ack_skips_everything_while_disconnected():
+    """Once the connection is lost nothing is acknowledged, even for its own messages."""
+    source = _source()
+    conn, paho = _live(source)
+    messages = _receive(source, conn, 1, 2)
+    conn.live = False
+    assert source.ack(messages) == 0
+    assert paho.acks == []
+    assert source.stats().ack_skipped[AckSkipReason.STALE_CONNECTION] == 2
+    assert not source.connected
+
+
+def test_ack_twice_never_acks_a_newer_message_with_the_same_id():
+    """A second ack of a message must not acknowledge a newer message that reused its id."""
+    source = _source()
+    conn, paho = _live(source)
+    [first] = _receive(source, conn, 5)
+    assert source.ack([first]) == 1
+    reused = _paho_message(5)  # the broker reuses id 5 after our PUBACK
+    reused.payload = bytearray(b"newer")
+    source._on_message(conn, reused)
+    [second] = _receive(source, conn)
+    assert source.ack([first]) == 0
+    assert paho.acks == [(5, 1)]
+    assert conn.outstanding == {5: second}
+    assert source.stats().ack_skipped[AckSkipReason.NOT_OUTSTANDING] == 1
+    assert source.ack([second]) == 1
+
+
+def test_ack_accepts_an_equal_copy_of_a_message():
+    """The caller may pass an equal copy (e.g. rebuilt) instead of the very object."""
+    source = _source()
+    conn, paho = _live(source)
+    [message] = _receive(source, conn, 3)
+    copy = ReceivedMessage(**{f: getattr(message, f) for f in message.__slots__})
+    assert copy is not message
+    assert source.ack([copy]) == 1
+    assert paho.acks == [(3, 1)]
+
+
+def test_ack_partial_group_keeps_the_drain_waiting():
+    """all_acked is only set once every delivered message was acknowledged."""
+    source = _source()
+    conn, _ = _live(source)
+    messages = _receive(source, conn, 1, 2, 3)
+    conn.all_acked.clear()
+    source.ack(messages[:2])
+    assert not conn.all_acked.is_set()
+    assert source.stats().outstanding == 1
+    source.ack(messages[2:])
+    assert conn.all_acked.is_set()
+
+
+def test_ack_qos0_overflow_is_dropped_and_counted():
+    """Beyond max_buffered_qos0_messages QoS 0 messages are dropped; QoS 1 never is."""
+    source = _source(max_buffered_qos0_messages=2)
+    conn, _ = _live(source)
+    for mid in (0, 0, 0):
+        source._on_message(conn, _paho_message(mid, qos=0))
+    source._on_message(conn, _paho_message(7, qos=1))
+    assert conn.inbox.qsize() == 3
+    stats = source.stats()
+    assert stats.received == 4
+    assert stats.dropped[DropReason.QOS0_BUFFER_FULL] == 1
+
+
+def test_ack_invalid_utf8_topic_is_dropped_acked_and_counted():
+    """A topic that is not UTF-8 cannot be spooled: counted, and acked so it does not return."""
+    source = _source()
+    conn, paho = _live(source)
+    source._on_message(conn, _paho_message(8, topic=b"plant/\xff"))
+    assert conn.inbox.empty()
+    assert paho.acks == [(8, 1)]
+    assert source.stats().dropped[DropReason.INVALID_TOPIC] == 1
+
+
+async def test_ack_run_returns_at_once_when_stop_is_already_set():
+    """run() with stop already set connects nowhere and returns; a second run() is refused."""
+    source = _source(port=1)
+    stop = asyncio.Event()
+    stop.set()
+    queue: asyncio.Queue[ReceivedMessage] = asyncio.Queue(maxsize=1)
+    await source.run(queue, stop)
+    assert source.stats().connects == 0
+    source._running = True
+    with pytest.raises(RuntimeError, match="already running"):
+        await source.run(queue, stop)
