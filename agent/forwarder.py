@@ -207,31 +207,35 @@ class Forwarder:
         return True
 
     async def _complete_head(self) -> None:
+        """Wait for the oldest block's acks, then remove every fully acked block at the front."""
         head = self._window[0]
         pending = [f for f in head.futures if not f.done()]
-        if pending or not head.fully_enqueued:
-            timeout = self._sink_ack_timeout()
-            if pending:
-                _, not_done = await asyncio.wait(pending, timeout=timeout)
-            else:
-                # The tail could not be enqueued yet: wait a little before trying again.
-                await asyncio.sleep(min(timeout, 1.0))
-                return
+        timeout = self._sink.ack_timeout_secs
+        if pending:
+            _, not_done = await asyncio.wait(pending, timeout=timeout)
             if not_done:
                 self._sink.mark_down(f"acknowledgements outstanding for {timeout:.0f} s")
                 return
-        failure = head.failure()
-        if failure is not None:
-            raise _ProducerBrokenError from failure
-        self._window.popleft()
+        if not head.fully_enqueued:
+            # Part of the block is not in the producer yet (Kafka stopped taking records): it
+            # must not be removed. Give the next fill a moment before it tries again.
+            await asyncio.sleep(min(timeout, 1.0))
+            return
+        done: list[Delivery] = []
+        while self._window and self._window[0].acked():
+            failure = self._window[0].failure()
+            if failure is not None:
+                if done:
+                    break  # remove the good ones first; the failure is handled next round
+                raise _ProducerBrokenError from failure
+            done.append(self._window.popleft())
         self._sink.mark_up()
-        self._report_rejections(head)
-        await self._spool.remove(head.block.block_id)
-        self._account(head)
+        for delivery in done:
+            self._report_rejections(delivery)
+        await self._spool.remove(*(d.block.block_id for d in done))
+        for delivery in done:
+            self._account(delivery)
         self._progress.set()
-
-    def _sink_ack_timeout(self) -> float:
-        return self._sink.ack_timeout_secs
 
     def _report_rejections(self, delivery: Delivery) -> None:
         for index, reason in delivery.collect_rejections():

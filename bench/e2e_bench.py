@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import os
 import statistics
 import subprocess
@@ -116,6 +117,7 @@ async def wait_count(counter: Counter, target: int, timeout_s: float) -> float:
 
 
 async def main() -> None:
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)  # the outage is on purpose
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--messages", type=int, default=200_000)
     parser.add_argument("--devices", type=int, default=20)
@@ -123,6 +125,7 @@ async def main() -> None:
     parser.add_argument("--protocol", choices=["5", "3.1.1"], default="5")
     parser.add_argument("--durability", choices=["fsync", "normal"], default="fsync")
     parser.add_argument("--outage", action="store_true", help="also measure spooling and drain")
+    parser.add_argument("--profile", metavar="FILE", help="py-spy the agent (pip install py-spy)")
     args = parser.parse_args()
 
     reap_stale()
@@ -170,7 +173,16 @@ async def main() -> None:
         cpu0 = cpu_secs(agent.pid)
         t0 = time.monotonic()
         pubs = publish(mosquitto, files, args.protocol)
+        spy = None
+        if args.profile:
+            spy = subprocess.Popen(
+                [str(Path(sys.executable).parent / "py-spy"), "record", "-p", str(agent.pid),
+                 "-d", "12", "-r", "200", "-f", "raw", "-o", args.profile],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            )  # fmt: skip
         t_end = await wait_count(counter, total, 600)
+        if spy is not None:
+            spy.wait()
         cpu = cpu_secs(agent.pid) - cpu0
         for p in pubs:
             p.wait()
