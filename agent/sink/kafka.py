@@ -150,6 +150,7 @@ class KafkaSink:
         self._on_uplink = on_uplink
         self._producer: AIOKafkaProducer | None = None
         self._state = UplinkState(up=False, since_ms=_now_ms(), reason="not connected yet")
+        self._ever_up = False
         self.resets = 0
 
     # ------------------------------------------------------------------ state
@@ -179,8 +180,12 @@ class KafkaSink:
             self._set_state(UplinkState(up=False, since_ms=_now_ms(), reason=reason))
 
     def _set_state(self, state: UplinkState) -> None:
+        first = not self._ever_up
         self._state = state
-        if state.up:
+        if state.up and first:
+            self._ever_up = True
+            _log.info("Uplink to Kafka established.", extra={"since_ms": state.since_ms})
+        elif state.up:
             _log.info("Uplink to Kafka restored.", extra={"since_ms": state.since_ms})
         else:
             _log.warning(
