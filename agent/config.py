@@ -24,10 +24,13 @@ from pydantic_settings import (
 from agent.errors import ConfigError
 from agent.forwarder import ForwarderSettings
 from agent.ingest import IngestSettings
+from agent.lifecycle.settings import LifecycleSettings
 from agent.pipeline import PipelineSettings
+from agent.remote import RemoteConfigSettings
 from agent.sink import KafkaSettings
 from agent.source import MqttSettings
 from agent.spool import SpoolSettings
+from agent.telemetry.settings import HttpSettings
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -79,6 +82,14 @@ class AgentSettings(BaseSettings):
     ingest: IngestSettings = Field(default_factory=IngestSettings, description="Group commit.")
     forwarder: ForwarderSettings = Field(
         default_factory=ForwarderSettings, description="Spool to Kafka."
+    )
+    lifecycle: LifecycleSettings = Field(
+        default_factory=LifecycleSettings, description="Lifecycle events and device presence."
+    )
+    http: HttpSettings = Field(default_factory=HttpSettings, description="Metrics and health.")
+    remote_config: RemoteConfigSettings = Field(
+        default_factory=RemoteConfigSettings,
+        description="Configuration updates from a mounted ConfigMap or the Kubernetes API.",
     )
 
     @classmethod

@@ -1,0 +1,62 @@
+"""Settings of lifecycle events (agent, MQTT, uplink, devices, config, spool) as data."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from agent.source._topics import validate_filter
+
+
+class LifecycleSettings(BaseModel):
+    """Which lifecycle events are produced to Kafka, and how often at most."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    enabled: bool = Field(default=True, description="Produce lifecycle events to Kafka at all.")
+    topic: str = Field(
+        default="iot.lifecycle", min_length=1, max_length=249, description="Kafka topic."
+    )
+    device_offline_after_secs: float = Field(
+        default=300.0,
+        gt=0,
+        description="A device silent for this long is reported offline (live reload).",
+    )
+    presence_check_interval_secs: float = Field(
+        default=5.0, gt=0, description="How often silent devices are looked for."
+    )
+    max_tracked_devices: int = Field(
+        default=100_000,
+        ge=1,
+        description="Bound on devices tracked for presence; beyond it new devices are not tracked.",
+    )
+    last_will_topics: tuple[str, ...] = Field(
+        default=(),
+        description=(
+            "MQTT filters on which devices publish their last-will message; a message there "
+            "reports the device offline at once. The agent subscribes to them too."
+        ),
+    )
+    rate_limit_burst: int = Field(
+        default=10, ge=1, description="Events of one kind that may be sent in a burst."
+    )
+    rate_limit_per_min: float = Field(
+        default=6.0,
+        gt=0,
+        description="Sustained events per minute per kind; excess ones are counted, not sent.",
+    )
+    disk_check_interval_secs: float = Field(
+        default=30.0, gt=0, description="How often free disk space under the spool is checked."
+    )
+    disk_free_warn_ratio: float = Field(
+        default=0.10,
+        ge=0,
+        le=1,
+        description="Report 'disk nearly full' when less than this share of the disk is free.",
+    )
+
+    @field_validator("last_will_topics")
+    @classmethod
+    def _filters_are_valid(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for topic_filter in value:
+            validate_filter(topic_filter)
+        return value

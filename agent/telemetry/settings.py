@@ -1,0 +1,23 @@
+"""Settings of the agent's HTTP endpoint (metrics and health)."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class HttpSettings(BaseModel):
+    """Where ``/metrics``, ``/healthz`` and ``/readyz`` are served. Needs a restart to change."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    enabled: bool = Field(default=True, description="Serve the HTTP endpoint at all.")
+    listen_host: str = Field(
+        default="0.0.0.0",  # noqa: S104 - probes and scrapers reach the pod IP
+        description="Address to listen on; 127.0.0.1 keeps it local to the gateway.",
+    )
+    port: int = Field(default=9810, ge=0, le=65535, description="TCP port (0 = pick a free one).")
+    loop_stall_secs: float = Field(
+        default=10.0,
+        gt=0,
+        description="/healthz fails when the event loop has not ticked for this long.",
+    )
