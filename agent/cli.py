@@ -16,10 +16,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from agent import __version__
-from agent.errors import ConfigError
 
 if TYPE_CHECKING:
     from collections.abc import Coroutine, Sequence
+
+    from agent.config import LoadedConfig, Override
 
 EX_CONFIG = 78
 _log = logging.getLogger("agent.cli")
@@ -35,13 +36,29 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     run = sub.add_parser("run", help="run the agent until SIGTERM/SIGINT")
-    run.add_argument("--config", type=Path, help="YAML configuration file")
-    run.add_argument("--gateway-id", help="override gateway_id")
-    run.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
-    run.add_argument("--log-format", choices=["json", "text"])
+    run.add_argument("--config", type=Path, metavar="FILE", help="YAML configuration file")
+    _add_config_flags(run)
 
-    check = sub.add_parser("check-config", help="validate a configuration and print it")
-    check.add_argument("config", type=Path, nargs="?", help="YAML configuration file")
+    check = sub.add_parser(
+        "check-config",
+        help="validate a configuration and print it (exit 0) or what is wrong (exit 78)",
+        description=(
+            "Validate the configuration exactly as `run` would load it (file, environment, "
+            "flags) and print the effective configuration with secrets masked; each value not "
+            "at its default is annotated with where it came from. Exit 0 when valid, 78 "
+            "(EX_CONFIG) with every problem on stderr when not."
+        ),
+    )
+    check.add_argument(
+        "config", type=Path, nargs="?", metavar="FILE", help="YAML configuration file"
+    )
+    _add_config_flags(check)
+    check.add_argument(
+        "--format",
+        choices=["yaml", "json"],
+        default="yaml",
+        help="yaml (commented, for people; default) or json (for machines, also on errors)",
+    )
 
     sim = sub.add_parser("simulate", help="publish simulated sensor readings to MQTT")
     sim.add_argument("--host", default="127.0.0.1")
@@ -55,6 +72,37 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--device-offset", type=int, default=0)
     sim.add_argument("--connections", type=int, default=4)
     return parser
+
+
+def _add_config_flags(parser: argparse.ArgumentParser) -> None:
+    """The flags that set options; they win over the file and the environment."""
+    parser.add_argument(
+        "--set",
+        dest="set_options",
+        action="append",
+        default=[],
+        type=_set_flag,
+        metavar="PATH=VALUE",
+        help=(
+            "set an option, e.g. --set kafka.linger_ms=20 or --set 'mqtt.subscriptions=[a/#]'; "
+            "VALUE is read as YAML, as in the file; repeatable, the last one wins"
+        ),
+    )
+    parser.add_argument("--gateway-id", help="set gateway_id (wins over --set)")
+    parser.add_argument(
+        "--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="set log_level"
+    )
+    parser.add_argument("--log-format", choices=["json", "text"], help="set log_format")
+
+
+def _set_flag(text: str) -> str:
+    from agent._config.sources import split_set_flag  # noqa: PLC0415 - keep `--help` fast
+
+    try:
+        split_set_flag(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -71,31 +119,62 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-def _overrides(args: argparse.Namespace) -> dict[str, Any]:
-    pairs = {
-        "gateway_id": args.gateway_id,
-        "log_level": args.log_level,
-        "log_format": args.log_format,
+def _overrides(args: argparse.Namespace) -> list[Override]:
+    """--set flags in order, then the shortcuts (which therefore win).
+
+    Raises:
+        InvalidConfigError: A --set VALUE is not YAML.
+    """
+    from agent.config import Override  # noqa: PLC0415
+
+    overrides = [Override.parse(text) for text in args.set_options]
+    shortcuts = {
+        "gateway_id": ("--gateway-id", args.gateway_id),
+        "log_level": ("--log-level", args.log_level),
+        "log_format": ("--log-format", args.log_format),
     }
-    return {k: v for k, v in pairs.items() if v is not None}
+    overrides.extend(
+        Override(path, value, flag)
+        for path, (flag, value) in shortcuts.items()
+        if value is not None
+    )
+    return overrides
+
+
+def _load(args: argparse.Namespace, *, json_errors: bool = False) -> LoadedConfig | None:
+    """The configuration the flags name, or None after printing why it is invalid."""
+    from agent.config import InvalidConfigError, load_config  # noqa: PLC0415
+
+    try:
+        return load_config(args.config, _overrides(args))
+    except InvalidConfigError as exc:
+        if json_errors:
+            from agent._config.render import render_problems_json  # noqa: PLC0415
+
+            print(render_problems_json(exc.problems))  # noqa: T201
+        else:
+            for problem in exc.problems:
+                print(f"edge-agent: {problem}", file=sys.stderr)  # noqa: T201
+        return None
 
 
 def _run(args: argparse.Namespace) -> int:
     from agent.app import Agent  # noqa: PLC0415 - keep `--help` and check-config fast
-    from agent.config import load_settings  # noqa: PLC0415
     from agent.logs import configure_logging  # noqa: PLC0415
 
-    try:
-        settings = load_settings(args.config, _overrides(args))
-    except ConfigError as exc:
-        print(f"edge-agent: {exc}", file=sys.stderr)  # noqa: T201
+    loaded = _load(args)
+    if loaded is None:
         return EX_CONFIG
+    settings = loaded.settings
     configure_logging(settings.log_level, settings.log_format)
 
     async def main_task() -> int:
         shutdown = asyncio.Event()
+        agent = Agent(settings, config_path=args.config, overrides=_overrides(args))
         _install_signal_handlers(shutdown)
-        return await Agent(settings).run(shutdown.wait())
+        # SIGHUP: re-read the file; a bad one is rejected and the running config kept.
+        asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, agent.request_reload)
+        return await agent.run(shutdown.wait())
 
     return _run_loop(main_task())
 
@@ -126,14 +205,15 @@ def _run_loop(coro: Coroutine[Any, Any, int]) -> int:
 
 
 def _check_config(args: argparse.Namespace) -> int:
-    from agent.config import load_settings  # noqa: PLC0415
+    from agent._config.render import render_json, render_yaml  # noqa: PLC0415
+    from agent.config import config_hash  # noqa: PLC0415
 
-    try:
-        settings = load_settings(args.config)
-    except ConfigError as exc:
-        print(f"edge-agent: {exc}", file=sys.stderr)  # noqa: T201
+    loaded = _load(args, json_errors=args.format == "json")
+    if loaded is None:
         return EX_CONFIG
-    print(settings.model_dump_json(indent=2))  # noqa: T201 - SecretStr prints masked
+    render = render_json if args.format == "json" else render_yaml
+    text = render(loaded.settings, loaded.sources, digest=config_hash(loaded.settings))
+    sys.stdout.write(text if text.endswith("\n") else text + "\n")
     return 0
 
 

@@ -1,27 +1,62 @@
-"""The agent's configuration: one frozen pydantic-settings model.
+"""The agent's configuration: one frozen pydantic-settings model, and how it is loaded.
 
-Precedence, lowest to highest: defaults < YAML file < environment (``EDGE_AGENT_`` prefix, ``__``
-between nesting levels, e.g. ``EDGE_AGENT_KAFKA__BOOTSTRAP_SERVERS``) < explicit overrides (CLI
-flags). Unknown keys are rejected; a bad value fails at load with its field path.
+Sources, lowest to highest precedence:
+
+1. defaults, declared in the models;
+2. one YAML file (``edge-agent run --config FILE``, ``edge-agent check-config FILE``);
+3. the environment: ``EDGE_AGENT_`` and the upper-case path with ``__`` between levels, e.g.
+   ``EDGE_AGENT_KAFKA__BOOTSTRAP_SERVERS``; lists and mappings as JSON;
+4. command-line flags: ``--set path.to.option=VALUE`` (VALUE read as YAML, as if written in the
+   file) and the shortcuts ``--gateway-id``, ``--log-level``, ``--log-format``.
+
+Sections merge option by option (an environment variable for ``kafka.linger_ms`` keeps the
+file's other ``kafka`` options); an option's value is replaced whole. Unknown keys are refused in
+every source and at every level, with a did-you-mean hint. Every problem names the option's
+path, its value (secrets masked), the source it came from and what is wrong; all problems are
+reported at once (:class:`InvalidConfigError`).
+
+Every option declares whether a change applies live or needs a restart
+(``json_schema_extra={"reload": "live" | "restart"}``); :func:`diff_settings` splits a change
+along that line. Secrets (``SecretStr``) are masked in ``repr``/``str``, ``model_dump_json``,
+``check-config`` output and every error; prefer the ``*_file`` options (a mounted Secret).
+
+Every option is described in ``docs/reference/configuration.md``, generated from these models by
+``scripts/gen_config_docs.py``.
 """
 
 from __future__ import annotations
 
 import contextvars
+import hashlib
+import json
+import os
 import socket
-from typing import TYPE_CHECKING, Literal
+from collections.abc import Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any, Literal
 
-import yaml
 from pydantic import Field, ValidationError
-from pydantic_settings import (
-    BaseSettings,
-    PydanticBaseSettingsSource,
-    SettingsConfigDict,
-    SettingsError,
-    YamlConfigSettingsSource,
-)
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from agent.errors import ConfigError
+from agent._config.problems import (
+    DEFAULT,
+    ConfigProblem,
+    InvalidConfigError,
+    Source,
+    validation_problems,
+)
+from agent._config.schema import MASK, Reload, option_map, options, plain, show, value_at
+from agent._config.sources import (
+    Override,
+    Piece,
+    env_pieces,
+    flag_pieces,
+    merge,
+    parse_yaml,
+    read_file,
+    secret_values,
+)
 from agent.forwarder import ForwarderSettings
 from agent.ingest import IngestSettings
 from agent.lifecycle.settings import LifecycleSettings
@@ -33,46 +68,77 @@ from agent.spool import SpoolSettings
 from agent.telemetry.settings import HttpSettings
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Iterable
     from pathlib import Path
-    from typing import Any
 
-_config_file: contextvars.ContextVar[Path | None] = contextvars.ContextVar(
-    "edge_agent_config_file", default=None
+__all__ = [
+    "MASK",
+    "AgentSettings",
+    "ConfigProblem",
+    "InvalidConfigError",
+    "LoadedConfig",
+    "Override",
+    "Reload",
+    "SettingChange",
+    "SettingsDiff",
+    "Source",
+    "config_hash",
+    "diff_settings",
+    "load_config",
+    "load_settings",
+]
+
+_validating_merged: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "edge_agent_validating_merged", default=False
 )
 
 
 class AgentSettings(BaseSettings):
-    """Everything the agent reads at start; see ``docs/reference/configuration.md``."""
+    """Everything the agent reads at start; see ``docs/reference/configuration.md``.
+
+    Load it with :func:`load_settings` or :func:`load_config` (file, environment and flags).
+    ``AgentSettings()`` alone reads the environment only.
+    """
 
     model_config = SettingsConfigDict(
         env_prefix="EDGE_AGENT_",
         env_nested_delimiter="__",
         extra="forbid",
         frozen=True,
-        nested_model_default_partial_update=True,
     )
 
     gateway_id: str = Field(
         default_factory=socket.gethostname,
         min_length=1,
         max_length=256,
-        description="Identifies this gateway in every record header and lifecycle event.",
+        description=(
+            "Identifies this gateway in every record header and lifecycle event. "
+            "Default: the host name."
+        ),
+        json_schema_extra={"reload": "restart"},
     )
     drain_timeout_secs: float = Field(
         default=30.0,
         gt=0,
+        allow_inf_nan=False,
         description="On SIGTERM, how long to keep forwarding the spool before exiting.",
+        json_schema_extra={"reload": "restart"},
     )
     report_interval_secs: float = Field(
         default=10.0,
         gt=0,
+        allow_inf_nan=False,
         description="How often a progress line (counts, spool depth, uplink) is logged.",
+        json_schema_extra={"reload": "restart"},
     )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
-        default="INFO", description="Lowest level logged."
+        default="INFO", description="Lowest level logged.", json_schema_extra={"reload": "live"}
     )
-    log_format: Literal["json", "text"] = Field(default="json", description="Log line format.")
+    log_format: Literal["json", "text"] = Field(
+        default="json",
+        description="Log line format: json (one object per line) or text.",
+        json_schema_extra={"reload": "restart"},
+    )
     mqtt: MqttSettings = Field(default_factory=MqttSettings, description="The local broker.")
     kafka: KafkaSettings = Field(default_factory=KafkaSettings, description="Central Kafka.")
     pipeline: PipelineSettings = Field(
@@ -95,61 +161,213 @@ class AgentSettings(BaseSettings):
     @classmethod
     def settings_customise_sources(
         cls,
-        settings_cls: type[BaseSettings],
+        settings_cls: type[BaseSettings],  # noqa: ARG003
         init_settings: PydanticBaseSettingsSource,
         env_settings: PydanticBaseSettingsSource,
         dotenv_settings: PydanticBaseSettingsSource,  # noqa: ARG003
         file_secret_settings: PydanticBaseSettingsSource,  # noqa: ARG003
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        """Overrides > environment > YAML file > defaults."""
-        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
-        path = _config_file.get()
-        if path is not None:
-            sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=path))
-        return tuple(sources)
+        """Keyword arguments > environment; only the arguments while :func:`load_config` runs.
+
+        :func:`load_config` merges file, environment and flags itself (so it knows where every
+        value came from) and validates the result as keyword arguments.
+        """
+        if _validating_merged.get():
+            return (init_settings,)
+        return (init_settings, env_settings)
+
+
+@dataclass(frozen=True, slots=True)
+class LoadedConfig:
+    """Valid settings and where each value came from.
+
+    Attributes:
+        settings: The effective settings.
+        sources: Option path -> where its value came from; options at their default are absent.
+    """
+
+    settings: AgentSettings
+    sources: Mapping[str, Source]
+
+    def source_of(self, path: str) -> Source:
+        """Where the option at ``path`` came from (:data:`DEFAULT` when it was not given)."""
+        return self.sources.get(path, DEFAULT)
+
+
+def load_config(
+    path: Path | None = None,
+    overrides: Mapping[str, Any] | Iterable[Override] | None = None,
+    *,
+    environ: Mapping[str, str] | None = None,
+    text: str | None = None,
+    origin: str | None = None,
+) -> LoadedConfig:
+    """Load, merge and validate the configuration; report every problem at once.
+
+    Args:
+        path: The YAML file, or None for environment and defaults only. An empty file means
+            all defaults.
+        overrides: Values that win over every other source: :class:`Override` objects (the
+            CLI flags), or a mapping of dotted path -> value (a mapping value for a section
+            merges into it).
+        environ: The environment to read; default ``os.environ``.
+        text: YAML text to use instead of ``path`` (e.g. a ConfigMap's ``agent.yaml``).
+        origin: How ``text`` is named in messages, e.g. ``configmap:edge/edge-agent@123``.
+
+    Raises:
+        InvalidConfigError: Anything wrong; ``problems`` has one entry per problem, and the
+            message one line per problem. No secret value appears in either.
+    """
+    pieces: list[Piece] = []
+    unusable: list[ConfigProblem] = []
+    try:
+        if text is not None:
+            pieces.append(parse_yaml(text, origin or "<text>"))
+        elif path is not None:
+            pieces.append(read_file(path))
+    except InvalidConfigError as exc:
+        unusable.extend(exc.problems)
+    env, problems = env_pieces(AgentSettings, os.environ if environ is None else environ)
+    if unusable:  # without the file, validating the rest would only report spurious problems
+        raise InvalidConfigError([*unusable, *problems])
+    pieces.extend(env)
+    pieces.extend(flag_pieces(_as_overrides(overrides)))
+
+    merged = merge(AgentSettings, pieces)
+    problems.extend(merged.problems)
+    token = _validating_merged.set(True)
+    try:
+        settings = AgentSettings(**merged.data)
+    except ValidationError as exc:
+        secrets = secret_values(AgentSettings, merged.data)
+        problems.extend(validation_problems(AgentSettings, exc, merged.sources, secrets))
+    finally:
+        _validating_merged.reset(token)
+    if problems:
+        # Raised outside the `except`: pydantic's error quotes every input value, secrets
+        # included, and must not travel along as the cause.
+        raise InvalidConfigError(problems)
+    return LoadedConfig(settings, MappingProxyType(dict(merged.sources)))
 
 
 def load_settings(
-    path: Path | None = None, overrides: Mapping[str, Any] | None = None
+    path: Path | None = None,
+    overrides: Mapping[str, Any] | Iterable[Override] | None = None,
+    *,
+    environ: Mapping[str, str] | None = None,
 ) -> AgentSettings:
-    """Load and validate the configuration.
+    """Load and validate the configuration: :func:`load_config` without the sources.
 
     Args:
         path: A YAML file, or None for environment and defaults only.
-        overrides: Values that win over every other source (CLI flags).
+        overrides: Values that win over every other source (CLI flags): :class:`Override`
+            objects, or a mapping of dotted path -> value.
+        environ: The environment to read; default ``os.environ``.
 
     Raises:
-        ConfigError: The file is missing or unreadable, or a value is invalid; the message lists
-            every bad field as ``path.to.field: what is wrong``.
+        InvalidConfigError: A :class:`~agent.errors.ConfigError` listing every problem, one
+            line each: ``path = value (from source): what is wrong``.
     """
-    if path is not None:
-        _check_file(path)
-    token = _config_file.set(path)
-    try:
-        return AgentSettings(**dict(overrides or {}))
-    except ValidationError as exc:
-        raise ConfigError(_describe(exc, path)) from exc
-    except (SettingsError, yaml.YAMLError) as exc:
-        raise ConfigError(f"Cannot read the configuration {path}: {exc}") from exc
-    finally:
-        _config_file.reset(token)
+    return load_config(path, overrides, environ=environ).settings
 
 
-def _check_file(path: Path) -> None:
-    if not path.is_file():
-        raise ConfigError(f"Configuration file {path} does not exist or is not a file.")
-    try:
-        loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-        raise ConfigError(f"Cannot read the configuration {path}: {exc}") from exc
-    if loaded is not None and not isinstance(loaded, dict):
-        raise ConfigError(f"Configuration {path} must be a YAML mapping at the top level.")
+def _as_overrides(overrides: Mapping[str, Any] | Iterable[Override] | None) -> list[Override]:
+    if overrides is None:
+        return []
+    if isinstance(overrides, Mapping):
+        return [Override(str(key), value) for key, value in overrides.items()]
+    return list(overrides)
 
 
-def _describe(exc: ValidationError, path: Path | None) -> str:
-    where = f" in {path} or the environment" if path is not None else ""
-    lines = [f"Invalid configuration{where}:"]
-    for error in exc.errors(include_url=False):
-        loc = ".".join(str(part) for part in error["loc"]) or "(top level)"
-        lines.append(f"  {loc}: {error['msg']}")
-    return "\n".join(lines)
+# ---------------------------------------------------------------- changes
+@dataclass(frozen=True, slots=True)
+class SettingChange:
+    """One option whose value differs.
+
+    Attributes:
+        path: The option's dotted path.
+        reload: ``live`` or ``restart``.
+        old: The old value as shown (a secret as ``**********``).
+        new: The new value as shown (a secret as ``**********``).
+    """
+
+    path: str
+    reload: Reload
+    old: str
+    new: str
+
+    def __str__(self) -> str:
+        """``path: old -> new (reload)``."""
+        return f"{self.path}: {self.old} -> {self.new} ({self.reload})"
+
+
+@dataclass(frozen=True, slots=True)
+class SettingsDiff:
+    """What changed between two configurations, split by when a change can take effect.
+
+    Attributes:
+        live: Paths of changed options that apply while the agent runs.
+        restart: Paths of changed options that take effect only at the next start.
+        changes: Every change, in declaration order, secrets masked.
+    """
+
+    live: frozenset[str]
+    restart: frozenset[str]
+    changes: tuple[SettingChange, ...]
+
+    @property
+    def changed(self) -> frozenset[str]:
+        """Every changed path."""
+        return self.live | self.restart
+
+    @property
+    def needs_restart(self) -> bool:
+        """Whether any change takes effect only after a restart."""
+        return bool(self.restart)
+
+    def __bool__(self) -> bool:
+        """Whether anything changed."""
+        return bool(self.changes)
+
+
+def diff_settings(old: AgentSettings, new: AgentSettings) -> SettingsDiff:
+    """The options whose values differ, split into live and restart-only.
+
+    Secrets are compared by their real values and shown masked.
+    """
+    changes: list[SettingChange] = []
+    for option in options(AgentSettings):
+        before, after = value_at(old, option.path), value_at(new, option.path)
+        if plain(before) == plain(after):
+            continue
+        changes.append(
+            SettingChange(
+                option.path,
+                option.reload,
+                show(before, secret=option.secret),
+                show(after, secret=option.secret),
+            )
+        )
+    return SettingsDiff(
+        live=frozenset(c.path for c in changes if c.reload == "live"),
+        restart=frozenset(c.path for c in changes if c.reload == "restart"),
+        changes=tuple(changes),
+    )
+
+
+def config_hash(settings: AgentSettings) -> str:
+    """sha256 (hex) of the canonical JSON of the settings, secrets' real values included.
+
+    Equal settings give equal hashes, a changed secret a different one; the JSON itself is
+    never shown. Canonical: sorted keys, no spaces, UTF-8.
+    """
+    data = settings.model_dump(mode="json")
+    for path, option in option_map(AgentSettings).items():
+        if option.secret:
+            *parents, name = path.split(".")
+            node = data
+            for part in parents:
+                node = node[part]
+            node[name] = plain(value_at(settings, path))
+    canonical = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()

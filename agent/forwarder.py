@@ -47,12 +47,24 @@ class ForwarderSettings(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     max_in_flight_blocks: int = Field(
-        default=32, ge=1, le=1024, description="Spool blocks in the producer at once."
+        default=32,
+        ge=1,
+        le=1024,
+        description="Spool blocks in the producer at once.",
+        json_schema_extra={"reload": "restart"},
     )
     retry_initial_secs: float = Field(
-        default=0.5, gt=0, description="First back-off after Kafka could not be reached."
+        default=0.5,
+        gt=0,
+        description="First back-off after Kafka could not be reached.",
+        json_schema_extra={"reload": "restart"},
     )
-    retry_max_secs: float = Field(default=30.0, gt=0, description="Cap of that back-off.")
+    retry_max_secs: float = Field(
+        default=30.0,
+        gt=0,
+        description="Cap of that back-off.",
+        json_schema_extra={"reload": "restart"},
+    )
 
 
 class SpoolReader(Protocol):
@@ -93,7 +105,7 @@ class ForwarderStats:
 class Forwarder:
     """Moves blocks from the spool to Kafka; see the module docstring for the contract."""
 
-    def __init__(
+    def __init__(  # noqa: PLR0913 - three optional observer hooks
         self,
         spool: SpoolReader,
         sink: KafkaSink,
@@ -101,6 +113,7 @@ class Forwarder:
         *,
         on_rejected: Callable[[Record, str], None] | None = None,
         on_delivered: Callable[[SpoolBlock, float], None] | None = None,
+        on_reset: Callable[[], None] | None = None,
     ) -> None:
         """Create a forwarder.
 
@@ -110,6 +123,7 @@ class Forwarder:
             settings: Window size and retry back-off.
             on_rejected: Called for every record Kafka refused for good, with the reason.
             on_delivered: Called for every delivered block with its send latency in seconds.
+            on_reset: Called when the producer is replaced after an unrecoverable error.
         """
         self._spool = spool
         self._sink = sink
@@ -117,6 +131,7 @@ class Forwarder:
         self._backoff = Backoff(settings.retry_initial_secs, settings.retry_max_secs)
         self._on_rejected = on_rejected
         self._on_delivered = on_delivered
+        self._on_reset = on_reset
         self._window: deque[Delivery] = deque()
         self._cursor: int | None = None
         self._progress = asyncio.Event()
@@ -147,6 +162,8 @@ class Forwarder:
                 await self._pump()
             except _ProducerBrokenError as exc:
                 self.stats.producer_resets += 1
+                if self._on_reset is not None:
+                    self._on_reset()
                 _log.warning(
                     "Kafka producer failed; replacing it and resending unacknowledged blocks.",
                     extra={"error": repr(exc.__cause__)},
@@ -214,7 +231,9 @@ class Forwarder:
         if pending:
             _, not_done = await asyncio.wait(pending, timeout=timeout)
             if not_done:
-                self._sink.mark_down(f"acknowledgements outstanding for {timeout:.0f} s")
+                self._sink.mark_down(
+                    f"acknowledgements outstanding for {timeout:.0f} s", acks_overdue=True
+                )
                 return
         if not head.fully_enqueued:
             # Part of the block is not in the producer yet (Kafka stopped taking records): it

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.infra import KafkaCluster, Mosquitto
+from tests.infra import KafkaCluster, KubeApiServer, Mosquitto
 from tests.infra._process import reap_stale
 
 TESTS_DIR = Path(__file__).parent
@@ -112,6 +112,32 @@ def kafka_cluster_service(pytestconfig: pytest.Config) -> Iterator[KafkaCluster]
 def kafka_cluster(kafka_cluster_service: KafkaCluster) -> KafkaCluster:
     """The three-broker cluster (controller + brokers 1-3), every node running at test start."""
     return _heal(kafka_cluster_service)
+
+
+# ---------------------------------------------------------------- Kubernetes API
+def _kube_rss(server: KubeApiServer) -> str:
+    rss = server.memory_rss_bytes()
+    return ", ".join(f"{name} {size / 2**20:.0f} MiB" for name, size in rss.items())
+
+
+@pytest.fixture(scope="session")
+def kube_apiserver(pytestconfig: pytest.Config) -> Iterator[KubeApiServer]:
+    """kube-apiserver on etcd, started on first use and wiped at the end of the session."""
+    server = KubeApiServer()
+    server.start()
+    _announce(
+        pytestconfig,
+        f"kube-apiserver {server.version} on etcd {server.etcd_version} up at {server.url} "
+        f"in {server.started_in_s:.1f} s, RSS {_kube_rss(server)}",
+    )
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def kube(kube_apiserver: KubeApiServer) -> KubeApiServer:
+    """The session's kube-apiserver and etcd, started again if an earlier test stopped them."""
+    return kube_apiserver.heal()
 
 
 # ---------------------------------------------------------------- names

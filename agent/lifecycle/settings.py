@@ -12,22 +12,35 @@ class LifecycleSettings(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    enabled: bool = Field(default=True, description="Produce lifecycle events to Kafka at all.")
+    enabled: bool = Field(
+        default=True,
+        description="Produce lifecycle events to Kafka at all.",
+        json_schema_extra={"reload": "restart"},
+    )
     topic: str = Field(
-        default="iot.lifecycle", min_length=1, max_length=249, description="Kafka topic."
+        default="iot.lifecycle",
+        min_length=1,
+        max_length=249,
+        description="Kafka topic.",
+        json_schema_extra={"reload": "restart"},
     )
     device_offline_after_secs: float = Field(
         default=300.0,
         gt=0,
         description="A device silent for this long is reported offline (live reload).",
+        json_schema_extra={"reload": "live"},
     )
     presence_check_interval_secs: float = Field(
-        default=5.0, gt=0, description="How often silent devices are looked for."
+        default=5.0,
+        gt=0,
+        description="How often silent devices are looked for.",
+        json_schema_extra={"reload": "restart"},
     )
     max_tracked_devices: int = Field(
         default=100_000,
         ge=1,
         description="Bound on devices tracked for presence; beyond it new devices are not tracked.",
+        json_schema_extra={"reload": "restart"},
     )
     last_will_topics: tuple[str, ...] = Field(
         default=(),
@@ -35,23 +48,32 @@ class LifecycleSettings(BaseModel):
             "MQTT filters on which devices publish their last-will message; a message there "
             "reports the device offline at once. The agent subscribes to them too."
         ),
+        json_schema_extra={"reload": "restart"},
     )
     rate_limit_burst: int = Field(
-        default=10, ge=1, description="Events of one kind that may be sent in a burst."
+        default=10,
+        ge=1,
+        description="Events of one kind that may be sent in a burst.",
+        json_schema_extra={"reload": "live"},
     )
     rate_limit_per_min: float = Field(
         default=6.0,
         gt=0,
         description="Sustained events per minute per kind; excess ones are counted, not sent.",
+        json_schema_extra={"reload": "live"},
     )
     disk_check_interval_secs: float = Field(
-        default=30.0, gt=0, description="How often free disk space under the spool is checked."
+        default=30.0,
+        gt=0,
+        description="How often free disk space under the spool is checked.",
+        json_schema_extra={"reload": "restart"},
     )
     disk_free_warn_ratio: float = Field(
         default=0.10,
         ge=0,
         le=1,
         description="Report 'disk nearly full' when less than this share of the disk is free.",
+        json_schema_extra={"reload": "restart"},
     )
 
     @field_validator("last_will_topics")

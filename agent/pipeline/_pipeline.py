@@ -127,6 +127,19 @@ class Pipeline:
             record = self._records.dlq(msg, None, Reason.INTERNAL_ERROR, detail)
             return Processed(Outcome.REJECTED, (record,), Reason.INTERNAL_ERROR, None, detail)
 
+    def device_id(self, msg: ReceivedMessage) -> str | None:
+        """The device id of ``msg`` (topic template first, then the JSON field), or None.
+
+        Used for messages that are not readings, such as a device's last-will message.
+        """
+        topic = self._devices.from_topic(msg.topic)
+        if topic is not None:
+            return topic.device_id
+        try:
+            return self._devices.resolve(None, decode_payload(msg.payload, self._max_payload_bytes))
+        except InvalidMessageError:
+            return None
+
     def _process(self, msg: ReceivedMessage) -> Processed:
         topic = self._devices.from_topic(msg.topic)
         device_id = topic.device_id if topic is not None else None

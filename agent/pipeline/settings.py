@@ -2,7 +2,7 @@
 
 Every field is checked when the configuration loads; a bad topic template or Kafka topic name
 fails there with the field path and a sentence naming what to fix, never at the first message.
-All fields need a restart to change (the pipeline compiles them once).
+Every field is marked to apply live: a changed configuration is compiled into a new pipeline.
 """
 
 from __future__ import annotations
@@ -89,14 +89,17 @@ class TopicSettings(BaseModel):
     normalized: KafkaTopic = Field(
         default="iot.telemetry.normalized",
         description="Topic of valid readings as canonical JSON, keyed by device id.",
+        json_schema_extra={"reload": "live"},
     )
     raw: KafkaTopic = Field(
         default="iot.telemetry.raw",
         description="Topic of the original payloads of valid readings, when forward_raw is on.",
+        json_schema_extra={"reload": "live"},
     )
     dlq: KafkaTopic = Field(
         default="iot.dlq",
         description="Dead-letter topic: rejected payloads, untouched, with dlq-reason headers.",
+        json_schema_extra={"reload": "live"},
     )
 
     @model_validator(mode="after")
@@ -118,10 +121,12 @@ class DeviceIdSettings(BaseModel):
             "literal text or one '{name}' placeholder matching one level; '{device_id}' is "
             "required, '{metric}' supplies the metric when the payload has none. No '+' or '#'."
         ),
+        json_schema_extra={"reload": "live"},
     )
     json_field: Annotated[str | None, AfterValidator(_json_path)] = Field(
         default="device_id",
         description="Payload field holding the device id; dots address nested objects.",
+        json_schema_extra={"reload": "live"},
     )
 
     @model_validator(mode="after")
@@ -148,52 +153,63 @@ class PipelineSettings(BaseModel):
             "Canonical reading field -> payload field name, e.g. {'value': 'v', 'ts': "
             "'timestamp'}; unmapped fields are read under their canonical name."
         ),
+        json_schema_extra={"reload": "live"},
     )
     forward_raw: bool = Field(
         default=False,
         description="Also produce each valid message's original payload to topics.raw.",
+        json_schema_extra={"reload": "live"},
     )
     unknown_fields: UnknownFieldPolicy = Field(
         default=UnknownFieldPolicy.IGNORE,
         description="Payload fields outside the mapping: ignore, reject or keep_as_tags.",
+        json_schema_extra={"reload": "live"},
     )
     min_quality: int = Field(
         default=0,
         ge=0,
         le=255,
         description="Readings with an OPC quality below this are low quality (192 = good).",
+        json_schema_extra={"reload": "live"},
     )
     low_quality_action: LowQualityAction = Field(
         default=LowQualityAction.DROP,
         description="What to do with low-quality readings: drop (counted) or dlq.",
+        json_schema_extra={"reload": "live"},
     )
     missing_ts: MissingTimestampPolicy = Field(
         default=MissingTimestampPolicy.RECEIVE_TIME,
         description="Payload without a timestamp: use the receive_time, or reject it.",
+        json_schema_extra={"reload": "live"},
     )
     max_payload_bytes: int = Field(
         default=65536,
         ge=1,
         description="Payloads longer than this are rejected before decoding, in bytes.",
+        json_schema_extra={"reload": "live"},
     )
     max_future_skew_secs: float = Field(
         default=300.0,
         ge=0,
         description="How far a reading's timestamp may be ahead of the receive time, in seconds.",
+        json_schema_extra={"reload": "live"},
     )
     min_timestamp: AwareDatetime = Field(
         default=datetime(2000, 1, 1, tzinfo=UTC),
         description="Readings timestamped before this instant are rejected (with an offset).",
+        json_schema_extra={"reload": "live"},
     )
     max_tags: int = Field(
         default=32,
         ge=0,
         description="Most tags a reading may carry, counting unknown fields kept as tags.",
+        json_schema_extra={"reload": "live"},
     )
     max_tag_bytes: int = Field(
         default=256,
         ge=1,
         description="Longest tag name or tag value, in UTF-8 bytes.",
+        json_schema_extra={"reload": "live"},
     )
 
     @model_validator(mode="after")

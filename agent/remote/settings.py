@@ -42,6 +42,7 @@ class RemoteConfigSettings(BaseModel):
             "`directory` (a mounted ConfigMap). 'api': watch ConfigMap `configmap_name` in "
             "`namespace` through the Kubernetes API."
         ),
+        json_schema_extra={"reload": "restart"},
     )
     directory: Path = Field(
         default=Path("/etc/edge-agent"),
@@ -50,6 +51,7 @@ class RemoteConfigSettings(BaseModel):
             "layout) is read atomically through `..data`; any other directory is read file by "
             "file (top-level regular files whose names do not start with a dot)."
         ),
+        json_schema_extra={"reload": "restart"},
     )
     config_key: str = Field(
         default="agent.yaml",
@@ -59,6 +61,7 @@ class RemoteConfigSettings(BaseModel):
             "The ConfigMap key (in mode 'directory': the file name) that holds the agent's YAML "
             "configuration."
         ),
+        json_schema_extra={"reload": "restart"},
     )
     debounce_secs: float = Field(
         default=1.0,
@@ -69,6 +72,7 @@ class RemoteConfigSettings(BaseModel):
             "mode 'directory': after a change is noticed, wait until the directory has been quiet "
             "this long before reading it, so a burst of updates yields one new configuration."
         ),
+        json_schema_extra={"reload": "restart"},
     )
     poll_interval_secs: float = Field(
         default=10.0,
@@ -80,6 +84,7 @@ class RemoteConfigSettings(BaseModel):
             "behind inotify; the only detection where inotify is unavailable (not Linux, or "
             "inotify failed), and for files edited in place."
         ),
+        json_schema_extra={"reload": "restart"},
     )
     namespace: str | None = Field(
         default=None,
@@ -89,6 +94,7 @@ class RemoteConfigSettings(BaseModel):
             "mode 'api': namespace of the ConfigMap. Default: the pod's own namespace, read at "
             "start from /var/run/secrets/kubernetes.io/serviceaccount/namespace."
         ),
+        json_schema_extra={"reload": "restart"},
     )
     configmap_name: str | None = Field(
         default=None,
@@ -99,6 +105,7 @@ class RemoteConfigSettings(BaseModel):
             "requests select it with the field selector metadata.name=<name>, which is what "
             "lets a Role restricted to this one resource name allow them."
         ),
+        json_schema_extra={"reload": "restart"},
     )
     request_timeout_secs: float = Field(
         default=10.0,
@@ -110,6 +117,7 @@ class RemoteConfigSettings(BaseModel):
             "list response. A watch that has received nothing for watch_timeout_secs plus this "
             "long is presumed dead (network partition) and started again."
         ),
+        json_schema_extra={"reload": "restart"},
     )
     watch_timeout_secs: int = Field(
         default=300,
@@ -119,6 +127,7 @@ class RemoteConfigSettings(BaseModel):
             "mode 'api': server-side duration of one watch request (timeoutSeconds); the agent "
             "then resumes watching from the last resourceVersion it saw."
         ),
+        json_schema_extra={"reload": "restart"},
     )
     backoff_initial_secs: float = Field(
         default=1.0,
@@ -128,12 +137,14 @@ class RemoteConfigSettings(BaseModel):
             "mode 'api': delay before retrying after a failed list or watch; each further "
             "failure doubles it, with jitter (a random 50-100% of the nominal delay)."
         ),
+        json_schema_extra={"reload": "restart"},
     )
     backoff_max_secs: float = Field(
         default=60.0,
         gt=0,
         allow_inf_nan=False,
         description="mode 'api': upper bound of the retry delay.",
+        json_schema_extra={"reload": "restart"},
     )
     restart_on_restart_only_change: bool = Field(
         default=False,
@@ -143,6 +154,7 @@ class RemoteConfigSettings(BaseModel):
             "keeps running; True drains (as on SIGTERM) and exits, so that the supervisor "
             "(Kubernetes, systemd) starts the agent again with the new configuration."
         ),
+        json_schema_extra={"reload": "restart"},
     )
 
     @model_validator(mode="after")

@@ -151,6 +151,7 @@ class KafkaSink:
         self._producer: AIOKafkaProducer | None = None
         self._state = UplinkState(up=False, since_ms=_now_ms(), reason="not connected yet")
         self._ever_up = False
+        self._acks_overdue = False
         self.resets = 0
 
     # ------------------------------------------------------------------ state
@@ -170,29 +171,39 @@ class KafkaSink:
         return self._producer is not None
 
     def mark_up(self) -> None:
-        """Record that Kafka answered (an ack or a successful probe)."""
+        """Record that Kafka acknowledged records: the uplink is up."""
+        self._acks_overdue = False
         if not self._state.up:
             self._set_state(UplinkState(up=True, since_ms=_now_ms()))
 
-    def mark_down(self, reason: str) -> None:
-        """Record that Kafka did not answer in time; nothing is dropped."""
+    def mark_down(self, reason: str, *, acks_overdue: bool = False) -> None:
+        """Record that Kafka did not answer in time; nothing is dropped.
+
+        Args:
+            reason: Why, for the lifecycle event.
+            acks_overdue: Records are waiting for acknowledgements; until they arrive a
+                successful metadata probe does not count as the uplink being back (otherwise
+                a broker that answers metadata but not produce requests would flap the state).
+        """
+        self._acks_overdue = self._acks_overdue or acks_overdue
         if self._state.up:
             self._set_state(UplinkState(up=False, since_ms=_now_ms(), reason=reason))
 
     def _set_state(self, state: UplinkState) -> None:
-        first = not self._ever_up
         self._state = state
-        if state.up and first:
+        if state.up and not self._ever_up:
             self._ever_up = True
             _log.info("Uplink to Kafka established.", extra={"since_ms": state.since_ms})
-        elif state.up:
-            _log.info("Uplink to Kafka restored.", extra={"since_ms": state.since_ms})
-        else:
-            _log.warning(
-                "Uplink to Kafka lost; records stay in the spool.", extra={"reason": state.reason}
-            )
+        # Loss and restore are lifecycle events: the on_uplink hook logs and counts them.
         if self._on_uplink is not None:
             self._on_uplink(state)
+
+    def track_topics(self, topics: Iterable[str]) -> None:
+        """Probe these topics too from now on (a reload renamed a topic)."""
+        self._topics = tuple(sorted(set(self._topics) | set(topics)))
+        if self._producer is not None:
+            for topic in self._topics:
+                self._producer.client.add_topic(topic)
 
     # ------------------------------------------------------------------ producer
     def _build_producer(self) -> AIOKafkaProducer:
@@ -341,7 +352,8 @@ class KafkaSink:
         if not ok:
             self.mark_down("no broker answered a metadata request")
             raise RetryableError("No Kafka broker answered a metadata request.")
-        self.mark_up()
+        if not self._acks_overdue:
+            self.mark_up()
 
 
 async def run_probe(sink: KafkaSink, interval_secs: float) -> None:

@@ -21,38 +21,83 @@ class KafkaSettings(BaseModel):
         default="127.0.0.1:9092",
         description="Comma-separated host:port list of Kafka brokers.",
         min_length=1,
+        json_schema_extra={"reload": "restart"},
     )
     client_id: str = Field(
-        default="edge-agent", description="Kafka client id (shows in broker logs)."
+        default="edge-agent",
+        description="Kafka client id (shows in broker logs).",
+        json_schema_extra={"reload": "restart"},
     )
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
-        default="PLAINTEXT", description="Transport security towards the brokers."
+        default="PLAINTEXT",
+        description="Transport security towards the brokers.",
+        json_schema_extra={"reload": "restart"},
     )
     sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = Field(
-        default=None, description="SASL mechanism; required with SASL_PLAINTEXT/SASL_SSL."
+        default=None,
+        description="SASL mechanism; required with SASL_PLAINTEXT/SASL_SSL.",
+        json_schema_extra={"reload": "restart"},
     )
-    sasl_username: str | None = Field(default=None, description="SASL user name.")
-    sasl_password: SecretStr | None = Field(default=None, description="SASL password.")
+    sasl_username: str | None = Field(
+        default=None, description="SASL user name.", json_schema_extra={"reload": "restart"}
+    )
+    sasl_password: SecretStr | None = Field(
+        default=None,
+        description="SASL password. Prefer sasl_password_file; never both.",
+        json_schema_extra={"reload": "restart"},
+    )
     sasl_password_file: Path | None = Field(
-        default=None, description="File holding the SASL password (e.g. a mounted Secret)."
+        default=None,
+        description=(
+            "File holding the SASL password (e.g. a mounted Secret); one trailing newline is "
+            "ignored. Prefer it to sasl_password; never both."
+        ),
+        json_schema_extra={"reload": "restart"},
     )
-    ssl_ca_file: Path | None = Field(default=None, description="CA bundle to verify brokers.")
-    ssl_cert_file: Path | None = Field(default=None, description="Client certificate (mTLS).")
-    ssl_key_file: Path | None = Field(default=None, description="Client private key (mTLS).")
+    ssl_ca_file: Path | None = Field(
+        default=None,
+        description="CA bundle to verify brokers.",
+        json_schema_extra={"reload": "restart"},
+    )
+    ssl_cert_file: Path | None = Field(
+        default=None,
+        description="Client certificate (mTLS).",
+        json_schema_extra={"reload": "restart"},
+    )
+    ssl_key_file: Path | None = Field(
+        default=None,
+        description="Client private key (mTLS).",
+        json_schema_extra={"reload": "restart"},
+    )
     compression: Literal["zstd", "lz4", "gzip", "none"] = Field(
-        default="zstd", description="Batch compression codec."
+        default="zstd",
+        description="Batch compression codec.",
+        json_schema_extra={"reload": "restart"},
     )
     linger_ms: int = Field(
-        default=10, ge=0, le=10_000, description="How long the producer waits to fill a batch."
+        default=10,
+        ge=0,
+        le=10_000,
+        description="How long the producer waits to fill a batch.",
+        json_schema_extra={"reload": "restart"},
     )
     max_batch_size_bytes: int = Field(
-        default=512 * 1024, ge=16 * 1024, description="Largest batch per partition."
+        default=512 * 1024,
+        ge=16 * 1024,
+        description="Largest batch per partition.",
+        json_schema_extra={"reload": "restart"},
     )
     max_request_size_bytes: int = Field(
-        default=1024 * 1024, ge=64 * 1024, description="Largest single record the producer sends."
+        default=1024 * 1024,
+        ge=64 * 1024,
+        description="Largest single record the producer sends.",
+        json_schema_extra={"reload": "restart"},
     )
     request_timeout_secs: float = Field(
-        default=30.0, gt=0, description="Timeout of one Kafka request (and of waiting for room)."
+        default=30.0,
+        gt=0,
+        description="Timeout of one Kafka request (and of waiting for room).",
+        json_schema_extra={"reload": "restart"},
     )
     ack_timeout_secs: float = Field(
         default=10.0,
@@ -61,12 +106,19 @@ class KafkaSettings(BaseModel):
             "How long acknowledgements may be outstanding before the uplink is reported down. "
             "The records stay in flight; nothing is dropped."
         ),
+        json_schema_extra={"reload": "restart"},
     )
     probe_interval_secs: float = Field(
-        default=5.0, gt=0, description="How often the uplink is probed with a metadata request."
+        default=5.0,
+        gt=0,
+        description="How often the uplink is probed with a metadata request.",
+        json_schema_extra={"reload": "restart"},
     )
     metadata_max_age_secs: float = Field(
-        default=60.0, gt=0, description="Refresh cluster metadata at least this often."
+        default=60.0,
+        gt=0,
+        description="Refresh cluster metadata at least this often.",
+        json_schema_extra={"reload": "restart"},
     )
 
     @field_validator("bootstrap_servers")
@@ -87,12 +139,19 @@ class KafkaSettings(BaseModel):
                 raise ValueError(f"security_protocol {self.security_protocol} needs sasl_username")
             if self.sasl_password is None and self.sasl_password_file is None:
                 raise ValueError("SASL needs sasl_password or sasl_password_file")
+        if self.sasl_password is not None and self.sasl_password_file is not None:
+            raise ValueError("set sasl_password or sasl_password_file, not both")
         if (self.ssl_cert_file is None) != (self.ssl_key_file is None):
             raise ValueError("ssl_cert_file and ssl_key_file go together")
         return self
 
     def password(self) -> str | None:
-        """The SASL password, read from ``sasl_password_file`` when that is set."""
+        """The SASL password, read from ``sasl_password_file`` when that is set.
+
+        The file is UTF-8; one trailing line break is ignored, as editors add one (the same
+        rule as the MQTT ``password_file``). Other white space is part of the password.
+        """
         if self.sasl_password_file is not None:
-            return self.sasl_password_file.read_text().strip()
+            text = self.sasl_password_file.read_text(encoding="utf-8")
+            return text.removesuffix("\n").removesuffix("\r")
         return None if self.sasl_password is None else self.sasl_password.get_secret_value()

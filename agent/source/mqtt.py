@@ -547,7 +547,8 @@ class MqttSource:
                 extra=fields,
             )
         else:
-            _log.info("Connected to the MQTT broker.", extra=fields)
+            # The lifecycle event (mqtt_connected) is the INFO line; this one is for debugging.
+            _log.debug("Connected to the MQTT broker.", extra=fields)
         self._emit(event)
 
     def _finish(
@@ -651,12 +652,12 @@ class MqttSource:
             "unacked_messages": unacked,
             "retry_in_secs": retry_in_secs,
         }
-        if requested:
-            _log.info("Disconnected from the MQTT broker. %s", reason, extra=fields)
-        elif isinstance(error, PermanentError):
+        # The lifecycle event (mqtt_disconnected) is the INFO/WARNING line; only what needs an
+        # operator is logged here too.
+        if isinstance(error, PermanentError) and not requested:
             _log.error("Lost the MQTT connection; an operator must act. %s", reason, extra=fields)
         else:
-            _log.warning("Lost the MQTT connection; will reconnect. %s", reason, extra=fields)
+            _log.debug("MQTT connection ended. %s", reason, extra=fields)
         self._emit(event)
 
     def _emit(self, event: MqttEvent) -> None:

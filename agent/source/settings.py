@@ -36,12 +36,14 @@ class MqttSettings(BaseModel):
         default="127.0.0.1",
         min_length=1,
         description="Host name or IP address of the MQTT broker (no scheme, no port).",
+        json_schema_extra={"reload": "restart"},
     )
     port: int = Field(
         default=1883,
         ge=1,
         le=_MAX_UINT16,
         description="TCP port of the broker: usually 1883 for plain TCP, 8883 with TLS.",
+        json_schema_extra={"reload": "restart"},
     )
     protocol: MqttProtocol = Field(
         default="5",
@@ -53,6 +55,7 @@ class MqttSettings(BaseModel):
             "unlimited, and then nothing bounds what the agent buffers) and the session lives "
             "until the broker's persistent_client_expiration."
         ),
+        json_schema_extra={"reload": "restart"},
     )
     client_id: str | None = Field(
         default=None,
@@ -63,6 +66,7 @@ class MqttSettings(BaseModel):
             "unacknowledged messages) under it. Must be unique on the broker: a second client "
             "with the same id takes the session over. Default: derived from the gateway id."
         ),
+        json_schema_extra={"reload": "restart"},
     )
     subscriptions: tuple[str, ...] = Field(
         default=("plant/#",),
@@ -72,6 +76,7 @@ class MqttSettings(BaseModel):
             "written '$share/<group>/<filter>': the broker then splits the messages among the "
             "agents in the group. Re-subscribed after every reconnect."
         ),
+        json_schema_extra={"reload": "restart"},
     )
     qos: Literal[0, 1] = Field(
         default=1,
@@ -80,6 +85,7 @@ class MqttSettings(BaseModel):
             "after it was spooled. 0: at-most-once, nothing is acknowledged and the broker keeps "
             "nothing. QoS 2 is not offered: paho-mqtt acknowledges it on arrival."
         ),
+        json_schema_extra={"reload": "restart"},
     )
     session_expiry_secs: int = Field(
         default=7 * _DAY_SECS,
@@ -89,6 +95,7 @@ class MqttSettings(BaseModel):
             "MQTT 5 only: how long the broker keeps the session and queues messages for the "
             "agent after it disconnected. 4294967295 means never expire."
         ),
+        json_schema_extra={"reload": "restart"},
     )
     receive_maximum: int = Field(
         default=1000,
@@ -99,6 +106,7 @@ class MqttSettings(BaseModel):
             "acknowledged them (the inflight window). Also bounds the messages buffered in the "
             "agent while the spool is slow."
         ),
+        json_schema_extra={"reload": "restart"},
     )
     keepalive_secs: int = Field(
         default=30,
@@ -107,12 +115,14 @@ class MqttSettings(BaseModel):
         description=(
             "MQTT keepalive: a silent broker is declared lost after at most twice this long."
         ),
+        json_schema_extra={"reload": "restart"},
     )
     connect_timeout_secs: float = Field(
         default=10.0,
         gt=0,
         allow_inf_nan=False,
         description="Limit on waiting for CONNACK, SUBACK and a clean disconnect.",
+        json_schema_extra={"reload": "restart"},
     )
     reconnect_initial_secs: float = Field(
         default=0.5,
@@ -122,6 +132,7 @@ class MqttSettings(BaseModel):
             "Delay before the first reconnect attempt; each further failed attempt doubles it, "
             "with jitter (a random 50-100% of the nominal delay)."
         ),
+        json_schema_extra={"reload": "restart"},
     )
     reconnect_max_secs: float = Field(
         default=30.0,
@@ -131,6 +142,7 @@ class MqttSettings(BaseModel):
             "Upper bound of the reconnect delay. The delay starts again from "
             "reconnect_initial_secs once a connection stayed up this long."
         ),
+        json_schema_extra={"reload": "restart"},
     )
     drain_timeout_secs: float = Field(
         default=10.0,
@@ -141,6 +153,7 @@ class MqttSettings(BaseModel):
             "handed over before disconnecting. Unacknowledged messages are not lost: the broker "
             "delivers them again on the next connection."
         ),
+        json_schema_extra={"reload": "restart"},
     )
     max_buffered_qos0_messages: int = Field(
         default=10_000,
@@ -150,15 +163,18 @@ class MqttSettings(BaseModel):
             "publishers, QoS 0 messages beyond this many buffered messages are dropped and "
             "counted (reason 'qos0_buffer_full'). QoS 1 messages are never dropped."
         ),
+        json_schema_extra={"reload": "restart"},
     )
     username: str | None = Field(
         default=None,
         min_length=1,
         description="User name for the broker, or None for anonymous access.",
+        json_schema_extra={"reload": "restart"},
     )
     password: SecretStr | None = Field(
         default=None,
         description="Password for username. Prefer password_file; never both.",
+        json_schema_extra={"reload": "restart"},
     )
     password_file: Path | None = Field(
         default=None,
@@ -166,22 +182,27 @@ class MqttSettings(BaseModel):
             "File holding the password (one trailing newline is ignored); read on every "
             "connection attempt, so a rotated password is used at the next reconnect."
         ),
+        json_schema_extra={"reload": "restart"},
     )
     tls: bool = Field(
         default=False,
         description="Connect with TLS, verifying the broker's certificate and host name.",
+        json_schema_extra={"reload": "restart"},
     )
     ca_file: Path | None = Field(
         default=None,
         description="PEM file of the CA(s) that signed the broker certificate; None: system CAs.",
+        json_schema_extra={"reload": "restart"},
     )
     cert_file: Path | None = Field(
         default=None,
         description="PEM client certificate for mutual TLS (may also hold the key).",
+        json_schema_extra={"reload": "restart"},
     )
     key_file: Path | None = Field(
         default=None,
         description="PEM private key of cert_file, if it is not in cert_file itself.",
+        json_schema_extra={"reload": "restart"},
     )
     tls_insecure_skip_verify: bool = Field(
         default=False,
@@ -189,6 +210,7 @@ class MqttSettings(BaseModel):
             "Do not verify the broker's certificate or host name. For tests only: anyone on "
             "the path can read and change the traffic. Logged as a warning on every connect."
         ),
+        json_schema_extra={"reload": "restart"},
     )
 
     @field_validator("protocol", mode="before")

@@ -240,6 +240,16 @@ class Spool:
         """
         return await self._run(self._store.remove, block_ids)
 
+    async def update_limits(self, settings: SpoolSettings) -> None:
+        """Apply new limits and overflow policy while open (live reload).
+
+        Only ``max_size_bytes``, ``max_age_secs``, ``overflow_policy`` and
+        ``max_quarantine_bytes`` are taken; ``directory`` and ``durability`` need a restart.
+        Appends waiting for space re-check against the new limit.
+        """
+        await self._run(self._store.replace_limits, settings)
+        self._space_freed.set()
+
     async def expire(self) -> int:
         """Drop every block older than ``max_age_secs``, in flight or not; call it periodically.
 

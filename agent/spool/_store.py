@@ -66,6 +66,10 @@ _CACHE_SETTINGS: dict[str, object] = {
 _SQLITE_SYNCHRONOUS = {"fsync": 2, "normal": 1}  # FULL, NORMAL
 
 
+LIVE_FIELDS = ("max_size_bytes", "max_age_secs", "overflow_policy", "max_quarantine_bytes")
+"""Spool settings that can change while the spool is open."""
+
+
 class StoreListener(Protocol):
     """Receives notifications from the worker thread; implementations hand them to the loop."""
 
@@ -176,6 +180,12 @@ class Store:
             self.close()
             raise
         self._quarantine(bad)
+
+    def replace_limits(self, settings: SpoolSettings) -> None:
+        """Take the live fields (limits, policy) of ``settings``; directory and durability stay."""
+        self._settings = self._settings.model_copy(
+            update={name: getattr(settings, name) for name in LIVE_FIELDS}
+        )
 
     def close(self) -> None:
         """Close the database and release the directory lock; safe to call more than once."""

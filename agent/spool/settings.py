@@ -1,4 +1,8 @@
-"""Settings of the disk spool. Every field needs a restart to take effect (none reloads live)."""
+"""Settings of the disk spool.
+
+``max_size_bytes``, ``max_age_secs`` and ``overflow_policy`` are marked to apply live; the
+others (``directory``, ``durability``, ``max_quarantine_bytes``) need a restart.
+"""
 
 from __future__ import annotations
 
@@ -18,7 +22,7 @@ _DAY_SECS = 86_400.0
 class SpoolSettings(BaseModel):
     """Where and how the spool keeps records until Kafka acknowledged them.
 
-    All fields require a restart: the spool reads them once, at open.
+    The limits (size, age, overflow policy) are marked live; the rest is read once, at open.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -29,6 +33,7 @@ class SpoolSettings(BaseModel):
             "Directory of the spool, used by one agent process only (it is locked). Created with "
             "mode 0700 and tightened to 0700 if it exists. Local disk only, not NFS."
         ),
+        json_schema_extra={"reload": "restart"},
     )
     max_size_bytes: int = Field(
         default=1 * _GIB,
@@ -37,6 +42,7 @@ class SpoolSettings(BaseModel):
             "Limit on the encoded size of the blocks in the spool. The SQLite files on disk are "
             "somewhat larger (page overhead, write-ahead log): leave about 10% headroom."
         ),
+        json_schema_extra={"reload": "live"},
     )
     max_age_secs: float = Field(
         default=7 * _DAY_SECS,
@@ -46,6 +52,7 @@ class SpoolSettings(BaseModel):
             "Blocks older than this are dropped with reason 'expired' on read and whenever the "
             "agent calls expire(); 0 disables the age limit."
         ),
+        json_schema_extra={"reload": "live"},
     )
     overflow_policy: OverflowPolicy = Field(
         default="block",
@@ -55,6 +62,7 @@ class SpoolSettings(BaseModel):
             "'drop_oldest': delete the oldest blocks until the new one fits. 'drop_newest': "
             "refuse the new block. Every drop is counted with its reason."
         ),
+        json_schema_extra={"reload": "live"},
     )
     durability: Durability = Field(
         default="fsync",
@@ -63,6 +71,7 @@ class SpoolSettings(BaseModel):
             "power loss. 'normal': WAL with synchronous=NORMAL, survives a process crash but "
             "power loss may roll back the last commits; fewer flash writes and faster."
         ),
+        json_schema_extra={"reload": "restart"},
     )
     max_quarantine_bytes: int = Field(
         default=64 * _MIB,
@@ -71,4 +80,5 @@ class SpoolSettings(BaseModel):
             "Limit on the raw bytes of corrupt blocks kept under <directory>/quarantine/ for "
             "forensics. Beyond it corrupt blocks are still removed and reported, but not kept."
         ),
+        json_schema_extra={"reload": "restart"},
     )

@@ -10,14 +10,26 @@ class HttpSettings(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    enabled: bool = Field(default=True, description="Serve the HTTP endpoint at all.")
+    enabled: bool = Field(
+        default=True,
+        description="Serve the HTTP endpoint at all.",
+        json_schema_extra={"reload": "restart"},
+    )
     listen_host: str = Field(
         default="0.0.0.0",  # noqa: S104 - probes and scrapers reach the pod IP
         description="Address to listen on; 127.0.0.1 keeps it local to the gateway.",
+        json_schema_extra={"reload": "restart"},
     )
-    port: int = Field(default=9810, ge=0, le=65535, description="TCP port (0 = pick a free one).")
+    port: int = Field(
+        default=9810,
+        ge=0,
+        le=65535,
+        description="TCP port (0 = pick a free one).",
+        json_schema_extra={"reload": "restart"},
+    )
     loop_stall_secs: float = Field(
         default=10.0,
         gt=0,
         description="/healthz fails when the event loop has not ticked for this long.",
+        json_schema_extra={"reload": "restart"},
     )

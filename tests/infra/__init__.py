@@ -1,4 +1,5 @@
-"""Real services for tests and the demo: Mosquitto (Debian package) and Apache Kafka (KRaft).
+"""Real services for tests and the demo: Mosquitto (Debian package), Apache Kafka (KRaft), and
+kube-apiserver (built from source by scripts/setup) on etcd (Debian package).
 
 Usable from pytest (see ``tests/conftest.py``) and from a shell::
 
@@ -11,7 +12,8 @@ clean up after a run that was killed.
 """
 
 from tests.infra._kafka import KafkaCluster, KafkaNode, NodeRole
+from tests.infra._kube import KubeApiServer
 from tests.infra._mosquitto import Mosquitto
 from tests.infra._process import ServiceError
 
-__all__ = ["KafkaCluster", "KafkaNode", "Mosquitto", "NodeRole", "ServiceError"]
+__all__ = ["KafkaCluster", "KafkaNode", "KubeApiServer", "Mosquitto", "NodeRole", "ServiceError"]

@@ -26,6 +26,7 @@ class AgentTopics:
     normalized: str
     raw: str
     dlq: str
+    lifecycle: str
 
 
 @dataclass
@@ -43,6 +44,8 @@ class AgentProcess:
     overrides: dict[str, Any] = field(default_factory=dict)
     proc: subprocess.Popen[bytes] | None = None
     starts: int = 0
+    config_path_override: Path | None = None
+    env: dict[str, str] = field(default_factory=dict)
 
     @property
     def topic_prefix(self) -> str:
@@ -52,7 +55,10 @@ class AgentProcess:
     @property
     def topics(self) -> AgentTopics:
         return AgentTopics(
-            normalized=f"norm-{self.name}", raw=f"raw-{self.name}", dlq=f"dlq-{self.name}"
+            normalized=f"norm-{self.name}",
+            raw=f"raw-{self.name}",
+            dlq=f"dlq-{self.name}",
+            lifecycle=f"life-{self.name}",
         )
 
     @property
@@ -89,14 +95,18 @@ class AgentProcess:
                 "forward_raw": True,
             },
             "spool": {"directory": str(self.spool_dir)},
+            "lifecycle": {"topic": topics.lifecycle},
+            "http": {"listen_host": "127.0.0.1", "port": 0},
         }
         return _merge(base, self.overrides)
 
     def start(self, *, wait_ready: bool = True, timeout_s: float = 60.0) -> None:
         """Start the agent; by default wait until it subscribed to MQTT."""
         self.workdir.mkdir(parents=True, exist_ok=True)
-        config = self.workdir / "agent.yaml"
-        config.write_text(yaml.safe_dump(self.config()))
+        config = self.config_path_override
+        if config is None:
+            config = self.workdir / "agent.yaml"
+            config.write_text(yaml.safe_dump(self.config()))
         self.starts += 1
         log = self.log_path.open("wb")
         self.proc = subprocess.Popen(
@@ -104,7 +114,7 @@ class AgentProcess:
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            env={**os.environ, "PYTHONUNBUFFERED": "1", **self.env},
         )
         log.close()
         if wait_ready:
@@ -120,6 +130,26 @@ class AgentProcess:
                 break
             time.sleep(0.05)
         raise AssertionError(f"agent log never showed {text!r}:\n{self.log_tail()}")
+
+    def http_port(self, timeout_s: float = 30.0) -> int:
+        """The port the current run's HTTP endpoint listens on (the tests use port 0)."""
+        self.wait_for_log("HTTP endpoint listening.", timeout_s)
+        line = next(
+            ln for ln in self.log_path.read_text().splitlines() if "HTTP endpoint listening." in ln
+        )
+        return int(line.rsplit("port=", 1)[1].split()[0])
+
+    def http_get(self, path: str) -> tuple[int, bytes]:
+        """GET a path of the agent's HTTP endpoint: (status, body)."""
+        import urllib.error  # noqa: PLC0415
+        import urllib.request  # noqa: PLC0415
+
+        url = f"http://127.0.0.1:{self.http_port()}{path}"
+        try:
+            with urllib.request.urlopen(url, timeout=10) as response:
+                return response.status, response.read()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read()
 
     def log_text(self) -> str:
         """Every run's log, oldest first."""

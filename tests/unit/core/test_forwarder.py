@@ -79,7 +79,7 @@ class FakeSink:
     def mark_up(self) -> None:
         self.uplink = UplinkState(up=True, since_ms=0)
 
-    def mark_down(self, reason: str) -> None:
+    def mark_down(self, reason: str, *, acks_overdue: bool = False) -> None:  # noqa: ARG002
         self.down_reasons.append(reason)
         self.uplink = UplinkState(up=False, since_ms=0, reason=reason)
 

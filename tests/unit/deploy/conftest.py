@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -23,7 +22,10 @@ class CheckConfig(Protocol):
 
 @pytest.fixture
 def check_config(tmp_path: Path) -> CheckConfig:
-    """``check-config`` as a subprocess; returns the process and the effective settings."""
+    """``check-config`` as a subprocess; returns the process and the effective settings.
+
+    The effective settings are its default output, commented YAML, read back.
+    """
 
     def run(
         config: Path | dict[str, Any], env: dict[str, str] | None = None
@@ -42,7 +44,7 @@ def check_config(tmp_path: Path) -> CheckConfig:
             check=False,
             timeout=60,
         )
-        effective = json.loads(proc.stdout) if proc.returncode == 0 else {}
+        effective = yaml.safe_load(proc.stdout) if proc.returncode == 0 else {}
         return proc, effective
 
     return run

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.unit.remote._support import KubeletVolume, Recorder
+from tests.support.kubelet import KubeletVolume
+from tests.unit.remote._support import Recorder
 
 
 @pytest.fixture

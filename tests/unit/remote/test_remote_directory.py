@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from agent.remote import DirectoryWatcher, content_hash
-from tests.unit.remote._support import KubeletVolume, Recorder, running, wait_until
+from tests.support.kubelet import KubeletVolume
+from tests.unit.remote._support import Recorder, running, wait_until
 
 V1 = {"agent.yaml": "gateway_id: gw-1\n", "devices.txt": "pump-1\n"}
 V2 = {"agent.yaml": "gateway_id: gw-2\n", "devices.txt": "pump-1\n"}

@@ -1,0 +1,136 @@
+"""Device presence: online when a device speaks, offline when it is silent or its will arrives.
+
+A device is online at its first message (or its first after being offline), and offline after
+``device_offline_after_secs`` of silence or when its last-will message arrives.
+
+Devices are kept in least-recently-seen order, so each check only looks at the devices that
+may have gone silent, not at all of them. The number of tracked devices is bounded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from agent.lifecycle.events import DeviceOffline, DeviceOnline
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from agent.lifecycle.emitter import Lifecycle
+    from agent.lifecycle.settings import LifecycleSettings
+
+_log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class _Device:
+    last_seen_ms: int
+    online: bool
+    offline_since_ms: int = 0
+
+
+class Presence:
+    """Tracks which devices are online; see the module docstring."""
+
+    def __init__(
+        self,
+        settings: LifecycleSettings,
+        lifecycle: Lifecycle,
+        *,
+        clock_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
+    ) -> None:
+        """Create an empty tracker."""
+        self._settings = settings
+        self._lifecycle = lifecycle
+        self._clock_ms = clock_ms
+        self._devices: collections.OrderedDict[str, _Device] = collections.OrderedDict()
+        self.untracked = 0
+
+    @property
+    def online_count(self) -> int:
+        """Devices currently online."""
+        return sum(1 for d in self._devices.values() if d.online)
+
+    def replace_settings(self, settings: LifecycleSettings) -> None:
+        """Use a new offline timeout from the next check on (live reload)."""
+        self._settings = settings
+
+    def seen(self, device_id: str, at_ms: int) -> None:
+        """A message from ``device_id`` arrived at ``at_ms``."""
+        device = self._devices.get(device_id)
+        if device is None:
+            if len(self._devices) >= self._settings.max_tracked_devices:
+                self.untracked += 1
+                return
+            self._devices[device_id] = _Device(last_seen_ms=at_ms, online=True)
+            self._emit_online(device_id, at_ms, first_seen=True, offline_for_ms=None)
+            return
+        device.last_seen_ms = at_ms
+        self._devices.move_to_end(device_id)
+        if not device.online:
+            device.online = True
+            self._emit_online(
+                device_id, at_ms, first_seen=False, offline_for_ms=at_ms - device.offline_since_ms
+            )
+
+    def last_will(self, device_id: str, at_ms: int) -> None:
+        """The device's last-will message arrived: it is offline now."""
+        device = self._devices.get(device_id)
+        if device is None:
+            if len(self._devices) >= self._settings.max_tracked_devices:
+                self.untracked += 1
+                return
+            device = _Device(last_seen_ms=at_ms, online=True)
+            self._devices[device_id] = device
+        if device.online:
+            self._go_offline(device_id, device, at_ms, "last_will")
+
+    def check(self) -> int:
+        """Report devices silent for longer than the timeout; returns how many went offline."""
+        now = self._clock_ms()
+        limit_ms = int(self._settings.device_offline_after_secs * 1000)
+        went = 0
+        for device_id, device in self._devices.items():
+            if now - device.last_seen_ms < limit_ms:
+                break  # ordered by last seen: everyone after this one spoke more recently
+            if device.online:
+                self._go_offline(device_id, device, now, "silent")
+                went += 1
+        return went
+
+    async def run(self) -> None:
+        """Check for silent devices every ``presence_check_interval_secs`` until cancelled."""
+        while True:
+            await asyncio.sleep(self._settings.presence_check_interval_secs)
+            self.check()
+
+    def _go_offline(self, device_id: str, device: _Device, at_ms: int, reason: str) -> None:
+        device.online = False
+        device.offline_since_ms = at_ms
+        self._lifecycle.emit(
+            DeviceOffline(
+                gateway_id=self._lifecycle.gateway_id,
+                at_ms=at_ms,
+                device_id=device_id,
+                reason="last_will" if reason == "last_will" else "silent",
+                last_seen_ms=device.last_seen_ms,
+            )
+        )
+
+    def _emit_online(
+        self, device_id: str, at_ms: int, *, first_seen: bool, offline_for_ms: int | None
+    ) -> None:
+        self._lifecycle.emit(
+            DeviceOnline(
+                gateway_id=self._lifecycle.gateway_id,
+                at_ms=at_ms,
+                device_id=device_id,
+                first_seen=first_seen,
+                offline_for_ms=offline_for_ms,
+            )
+        )
