@@ -8,6 +8,7 @@ skips because a service is missing; it fails with the service's own error.
 
 from __future__ import annotations
 
+import os
 import re
 import secrets
 import time
@@ -15,11 +16,18 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 from tests.infra import KafkaCluster, KubeApiServer, Mosquitto
 from tests.infra._process import reap_stale
 
 TESTS_DIR = Path(__file__).parent
+
+# In CI (CI=true) property tests draw the same examples every run, so a red build is always
+# reproducible; locally they explore new random examples each run.
+settings.register_profile("ci", derandomize=True, database=None, deadline=None)
+settings.register_profile("dev", deadline=None)
+settings.load_profile("ci" if os.environ.get("CI") == "true" else "dev")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -15,6 +15,7 @@ from tests.infra import KafkaCluster, Mosquitto
 from tests.support.agent import AgentProcess
 from tests.support.delivery import check_delivery
 from tests.support.kafka import consume_all, create_topic
+from tests.support.wait import wait_for
 
 HEADERS = {"message-id", "source-topic", "gateway-id", "received-at", "schema-version"}
 
@@ -74,7 +75,7 @@ async def test_delivery_kafka_outage_of_30s_loses_nothing_and_drains(
     sim = _simulator(mosquitto, agent, devices=50, messages_per_device=1000, rate_per_device_hz=20)
     async with asyncio.TaskGroup() as tg:
         publishing = tg.create_task(sim.run())
-        await _wait(lambda: sim.published >= 3000, 30, "publishing to start")
+        await wait_for(lambda: sim.published >= 3000, 30, "publishing to start")
         await asyncio.to_thread(kafka.stop_node, 1)
         outage_started = time.monotonic()
         await asyncio.to_thread(agent.wait_for_log, "Uplink to Kafka lost", 60)
@@ -96,7 +97,7 @@ async def test_delivery_kafka_outage_of_30s_loses_nothing_and_drains(
     assert report.out_of_order_devices == [], report.summary()
     depths = _spool_depths(agent.log_text())
     assert max(depths) > 5000, "the spool never held the outage's backlog"
-    await _wait(lambda: _spool_depths(agent.log_text())[-1] == 0, 60, "the spool to drain")
+    await wait_for(lambda: _spool_depths(agent.log_text())[-1] == 0, 60, "the spool to drain")
     print(f"outage: {report.summary()}; spool peaked at {max(depths)} records")
     assert await asyncio.to_thread(agent.terminate) == 0
 
@@ -114,7 +115,7 @@ async def test_delivery_agent_killed_three_times_loses_nothing(
     async with asyncio.TaskGroup() as tg:
         publishing = tg.create_task(sim.run())
         for round_ in range(1, 4):
-            await _wait(lambda r=round_: sim.published >= r * 9000, 60, "publishing")
+            await wait_for(lambda r=round_: sim.published >= r * 9000, 60, "publishing")
             await asyncio.to_thread(agent.kill)
             await asyncio.to_thread(agent.start)
         await publishing
@@ -140,7 +141,7 @@ async def test_delivery_mosquitto_restart_loses_nothing_the_broker_accepted(
     sim = _simulator(mosquitto, agent, devices=50, messages_per_device=300, rate_per_device_hz=30)
     async with asyncio.TaskGroup() as tg:
         publishing = tg.create_task(sim.run())
-        await _wait(lambda: sim.published >= 4000, 60, "publishing")
+        await wait_for(lambda: sim.published >= 4000, 60, "publishing")
         await asyncio.to_thread(mosquitto.restart)
         await publishing
     assert sim.reconnects > 0
@@ -169,7 +170,7 @@ async def test_delivery_sigterm_under_load_exits_0_and_restart_loses_nothing(
     sim = _simulator(mosquitto, agent, devices=50, messages_per_device=300, rate_per_device_hz=50)
     async with asyncio.TaskGroup() as tg:
         publishing = tg.create_task(sim.run())
-        await _wait(lambda: sim.published >= 5000, 60, "publishing")
+        await wait_for(lambda: sim.published >= 5000, 60, "publishing")
         started = time.monotonic()
         code = await asyncio.to_thread(agent.terminate, 60)
         stop_secs = time.monotonic() - started
@@ -187,13 +188,6 @@ async def test_delivery_sigterm_under_load_exits_0_and_restart_loses_nothing(
     assert report.out_of_order_devices == [], report.summary()
     assert "Agent stopped." in agent.log_text()
     assert await asyncio.to_thread(agent.terminate) == 0
-
-
-async def _wait(cond, timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not cond():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.05)
 
 
 def _spool_depths(log: str) -> list[int]:

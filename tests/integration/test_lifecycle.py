@@ -12,6 +12,7 @@ from agent.simulate import SimulationSettings, Simulator
 from tests.infra import KafkaCluster, Mosquitto
 from tests.support.agent import AgentProcess
 from tests.support.kafka import consume_all, create_topic
+from tests.support.wait import wait_for
 
 
 async def _topics(kafka: KafkaCluster, agent: AgentProcess) -> None:
@@ -38,13 +39,6 @@ def _kinds(events: list[dict], kind: str) -> list[dict]:
     return [e for e in events if e["kind"] == kind]
 
 
-async def _until(cond, timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not cond():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.1)
-
-
 async def test_lifecycle_kafka_outage_gives_one_lost_and_one_restored_event_with_backlog(
     agent_factory, mosquitto: Mosquitto, kafka: KafkaCluster
 ):
@@ -63,7 +57,7 @@ async def test_lifecycle_kafka_outage_gives_one_lost_and_one_restored_event_with
     )
     async with asyncio.TaskGroup() as tg:
         publishing = tg.create_task(sim.run())
-        await _until(lambda: sim.published > 1000, 30, "publishing")
+        await wait_for(lambda: sim.published > 1000, 30, "publishing")
         await asyncio.to_thread(kafka.stop_node, 1)
         stopped_at = time.monotonic()
         await asyncio.to_thread(agent.wait_for_log, "Uplink to Kafka lost", 60)
@@ -142,8 +136,8 @@ async def test_lifecycle_silent_device_goes_offline_then_online_and_last_will_is
         await client.publish(f"{prefix}/dev-a/temp", reading(1), qos=1)
         await client.publish(f"{prefix}/dev-b/temp", reading(0), qos=1)
         await client.publish(f"{prefix}/dev-b/status", b"offline", qos=1)  # dev-b's last will
-        await _until(lambda: agent.log_text().count("Device online") >= 3, 30, "online again")
-        await _until(lambda: "last_will" in agent.log_text(), 30, "the last will")
+        await wait_for(lambda: agent.log_text().count("Device online") >= 3, 30, "online again")
+        await wait_for(lambda: "last_will" in agent.log_text(), 30, "the last will")
     assert await asyncio.to_thread(agent.terminate) == 0
 
     events = await _events(kafka, agent, expected=7)

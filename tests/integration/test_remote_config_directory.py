@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 
 import yaml
 
@@ -18,13 +17,7 @@ from tests.support.agent import AgentProcess
 from tests.support.delivery import check_delivery
 from tests.support.kafka import consume_all, create_topic
 from tests.support.kubelet import KubeletVolume
-
-
-async def _until(cond, timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not cond():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.1)
+from tests.support.wait import wait_for
 
 
 async def test_remote_config_swap_applies_the_new_topic_map_under_load_and_loses_nothing(
@@ -60,12 +53,12 @@ async def test_remote_config_swap_applies_the_new_topic_map_under_load_and_loses
     )
     async with asyncio.TaskGroup() as tg:
         publishing = tg.create_task(sim.run())
-        await _until(lambda: sim.published > 3000, 30, "publishing")
+        await wait_for(lambda: sim.published > 3000, 30, "publishing")
         new = json.loads(json.dumps(config))
         new["pipeline"]["topics"]["normalized"] = renamed
         volume.write({"agent.yaml": yaml.safe_dump(new)})
         await asyncio.to_thread(agent.wait_for_log, "Configuration applied.", 30)
-        await _until(lambda: sim.published > 7000, 30, "more publishing")
+        await wait_for(lambda: sim.published > 7000, 30, "more publishing")
         bad = json.loads(json.dumps(new))
         bad["ingest"] = {"commit_interval_ms": -5}
         volume.write({"agent.yaml": yaml.safe_dump(bad)})

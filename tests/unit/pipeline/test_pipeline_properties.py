@@ -141,9 +141,11 @@ qualities = st.integers(0, 255).map(lambda q: (q, q)) | st.sampled_from(
     [("good", 192), ("uncertain", 64), ("bad", 0), ("Good", 192)]
 )
 values = st.floats(allow_nan=False, allow_infinity=False) | st.integers(-(2**63), 2**63)
-tag_sets = st.dictionaries(
-    names, st.text(st.characters(exclude_categories=("Cc", "Cs"))), max_size=32
+# Tag values are limited in UTF-8 bytes (max_tag_bytes, 256), not characters.
+tag_values = st.text(st.characters(exclude_categories=("Cc", "Cs"))).filter(
+    lambda v: len(v.encode()) <= 256
 )
+tag_sets = st.dictionaries(names, tag_values, max_size=32)
 
 
 @st.composite
