@@ -60,9 +60,9 @@ class ForwarderSettings(BaseModel):
         json_schema_extra={"reload": "restart"},
     )
     retry_max_secs: float = Field(
-        default=30.0,
+        default=10.0,
         gt=0,
-        description="Cap of that back-off.",
+        description="Cap of that back-off: the longest the agent may take to notice Kafka is back.",
         json_schema_extra={"reload": "restart"},
     )
 

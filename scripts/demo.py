@@ -69,12 +69,24 @@ def agent_progress(log: Path) -> dict[str, str]:
     return dict(re.findall(r"(\w+)=(\S+)", lines[-1]))
 
 
+LOG_LINE = re.compile(r"^\S+ (?P<level>[A-Z]+)\s+(?P<logger>\S+)  (?P<text>.*?)(?: event=\w+)?$")
+
+
 def lifecycle_lines(log: Path, seen: int) -> tuple[list[str], int]:
-    """Agent log lines worth showing (uplink, MQTT, drops), after the first ``seen``."""
-    keep = ("Uplink", "MQTT", "Connected", "Agent", "dropped", "quarantined", "Drain", "Stopping")
+    """Lifecycle events, warnings and errors the agent logged after line ``seen``."""
     lines = log.read_text(errors="replace").splitlines()
-    new = [line for line in lines[seen:] if any(k in line for k in keep)]
-    return new, len(lines)
+    shown = []
+    for line in lines[seen:]:
+        match = LOG_LINE.match(line)
+        if match is None:
+            continue
+        level, logger, text = match["level"], match["logger"], match["text"]
+        if logger != "agent.lifecycle" and level not in ("WARNING", "ERROR"):
+            continue
+        if "Device online." in text and "first_seen=True" in text:
+            continue  # every sensor's first message: too many lines for a demo
+        shown.append(text if level == "INFO" else f"{level} {text}")
+    return shown, len(lines)
 
 
 async def main() -> int:
@@ -165,6 +177,7 @@ async def run_demo(args, sim: Simulator, kafka: KafkaCluster, log: Path, interac
     started = time.monotonic()
     uplink_cut = False
     seen = 0
+    last_published = last_normalized = 0
     async with asyncio.TaskGroup() as tg:
         tasks = [tg.create_task(sim.run()), tg.create_task(tally.run(kafka.bootstrap_servers))]
         try:
@@ -187,10 +200,14 @@ async def run_demo(args, sim: Simulator, kafka: KafkaCluster, log: Path, interac
                     await asyncio.to_thread(kafka.stop_node if uplink_cut else kafka.start_node, 1)
                 lines, seen = lifecycle_lines(log, seen)
                 for line in lines:
-                    say(f"agent: {line.split('  ', 1)[-1]}")
+                    say(f"agent: {line}")
                 p = agent_progress(log)
                 c = tally.counts
-                say(f"t={elapsed:5.0f}s published={sim.published:7d} "
+                in_rate = (sim.published - last_published) / 2
+                out_rate = (c["iot.telemetry.normalized"] - last_normalized) / 2
+                last_published, last_normalized = sim.published, c["iot.telemetry.normalized"]
+                say(f"t={elapsed:5.0f}s in={in_rate:5.0f}/s out={out_rate:6.0f}/s "
+                    f"published={sim.published:7d} "
                     f"normalized={c['iot.telemetry.normalized']:7d} "
                     f"raw={c['iot.telemetry.raw']:7d} "
                     f"dlq={c['iot.dlq']:5d} spool={p.get('spool_records', '?'):>6} "

@@ -122,10 +122,21 @@ class Delivery:
         return out
 
     def consume_exceptions(self) -> None:
-        """Mark every failed future's exception as retrieved (no 'never retrieved' noise)."""
+        """Mark every failed future's exception as retrieved, now or when it fails later.
+
+        Used when the delivery is abandoned (producer reset): its futures fail as the old
+        producer is closed, and nobody awaits them any more.
+        """
         for fut in self.futures:
-            if fut.done() and not fut.cancelled():
-                fut.exception()
+            if fut.done():
+                _retrieve(fut)
+            else:
+                fut.add_done_callback(_retrieve)
+
+
+def _retrieve(fut: asyncio.Future[Any]) -> None:
+    if not fut.cancelled():
+        fut.exception()
 
 
 class KafkaSink:
