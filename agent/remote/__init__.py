@@ -14,9 +14,10 @@ with it (parse, validate, apply live fields, report) is not this package's busin
 
 from __future__ import annotations
 
+from typing import Any
+
 from agent.errors import ConfigError
 from agent.remote._snapshot import ConfigSnapshot, RemoteConfigSource, content_hash
-from agent.remote.configmap import ConfigMapWatcher
 from agent.remote.directory import DirectoryWatcher, DirectoryWatcherStats
 from agent.remote.settings import RemoteConfigMode, RemoteConfigSettings
 
@@ -33,6 +34,15 @@ __all__ = [
 ]
 
 
+def __getattr__(name: str) -> Any:  # noqa: ANN401 - module attribute hook
+    # The Kubernetes client costs ~35 MiB of memory on import: only load it for the API mode.
+    if name == "ConfigMapWatcher":
+        from agent.remote.configmap import ConfigMapWatcher  # noqa: PLC0415
+
+        return ConfigMapWatcher
+    raise AttributeError(name)
+
+
 def make_source(settings: RemoteConfigSettings) -> RemoteConfigSource | None:
     """The source ``settings`` ask for, or None for ``mode: none``.
 
@@ -47,6 +57,8 @@ def make_source(settings: RemoteConfigSettings) -> RemoteConfigSource | None:
     if settings.mode == "api":
         if settings.configmap_name is None:  # the settings' validator already refuses this
             raise ConfigError("remote_config.mode 'api' needs remote_config.configmap_name.")
+        from agent.remote.configmap import ConfigMapWatcher  # noqa: PLC0415 - see __getattr__
+
         return ConfigMapWatcher(
             name=settings.configmap_name,
             namespace=settings.namespace,
