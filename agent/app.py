@@ -20,12 +20,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import logging
 import time
 from typing import TYPE_CHECKING
 
 from agent import __version__
+from agent.config import config_hash
 from agent.forwarder import Forwarder
 from agent.ingest import Ingest
 from agent.lifecycle import events as ev
@@ -58,11 +58,6 @@ _log = logging.getLogger(__name__)
 EXPIRY_INTERVAL_SECS = 60.0
 FINAL_EVENT_GRACE_SECS = 2.0
 NOTIFY_EXTEND_SECS = 10.0
-
-
-def settings_hash(settings: AgentSettings) -> str:
-    """A short, stable hash of the configuration (secrets are masked in the dump)."""
-    return hashlib.sha256(settings.model_dump_json().encode()).hexdigest()[:16]
 
 
 def _with_last_will_topics(mqtt: MqttSettings, last_will_topics: tuple[str, ...]) -> MqttSettings:
@@ -264,7 +259,7 @@ class Agent:
                 gateway_id=self.settings.gateway_id,
                 at_ms=self.lifecycle.now_ms(),
                 version=__version__,
-                config_hash=settings_hash(self.settings),
+                config_hash=config_hash(self.settings)[:16],
                 spool_backlog_records=backlog.records,
                 spool_backlog_bytes=backlog.size_bytes,
             )

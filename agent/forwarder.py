@@ -22,7 +22,7 @@ import asyncio
 import logging
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -99,7 +99,6 @@ class ForwarderStats:
     records_forwarded: int = 0
     records_rejected: int = 0
     producer_resets: int = 0
-    forwarded_by_topic: dict[str, int] = field(default_factory=dict)
 
 
 class Forwarder:
@@ -272,8 +271,5 @@ class Forwarder:
         stats.blocks_forwarded += 1
         records = delivery.block.records
         stats.records_forwarded += len(records)
-        by_topic = stats.forwarded_by_topic
-        for record in records:
-            by_topic[record.topic] = by_topic.get(record.topic, 0) + 1
         if self._on_delivered is not None:
             self._on_delivered(delivery.block, time.monotonic() - delivery.enqueued_at)
