@@ -17,10 +17,13 @@ from agent.pipeline._records import (
     HEADER_DLQ_REASON,
     HEADER_GATEWAY_ID,
     HEADER_MESSAGE_ID,
+    HEADER_ORIGINAL_SIZE,
+    HEADER_PAYLOAD_SHA256,
     HEADER_RECEIVED_AT,
     HEADER_SCHEMA_VERSION,
     HEADER_SOURCE_TOPIC,
     SCHEMA_VERSION,
+    bounded_payload,
     message_id,
 )
 from agent.pipeline._result import Outcome, Processed, Reason
@@ -38,6 +41,8 @@ __all__ = [
     "HEADER_DLQ_REASON",
     "HEADER_GATEWAY_ID",
     "HEADER_MESSAGE_ID",
+    "HEADER_ORIGINAL_SIZE",
+    "HEADER_PAYLOAD_SHA256",
     "HEADER_RECEIVED_AT",
     "HEADER_SCHEMA_VERSION",
     "HEADER_SOURCE_TOPIC",
@@ -53,5 +58,6 @@ __all__ = [
     "Reason",
     "TopicSettings",
     "UnknownFieldPolicy",
+    "bounded_payload",
     "message_id",
 ]

@@ -20,7 +20,7 @@ share the message id so they can be joined.
 
 from __future__ import annotations
 
-from hashlib import blake2b
+from hashlib import blake2b, sha256
 from typing import TYPE_CHECKING
 
 from agent.model import Headers, Record
@@ -39,6 +39,8 @@ HEADER_RECEIVED_AT = "received-at"
 HEADER_SCHEMA_VERSION = "schema-version"
 HEADER_DLQ_REASON = "dlq-reason"
 HEADER_DLQ_DETAIL = "dlq-detail"
+HEADER_ORIGINAL_SIZE = "original-size"
+HEADER_PAYLOAD_SHA256 = "payload-sha256"
 
 _SCHEMA_VERSION_BYTES = str(SCHEMA_VERSION).encode("ascii")
 
@@ -57,6 +59,24 @@ def message_id(topic: str, payload: bytes) -> str:
     """
     data = topic.encode("utf-8", "surrogatepass") + b"\x00" + payload
     return blake2b(data, digest_size=16).hexdigest()
+
+
+def bounded_payload(payload: bytes, max_bytes: int) -> tuple[bytes, Headers]:
+    """Cut a payload to ``max_bytes`` for a dead-letter record, saying what was cut.
+
+    Returns:
+        The payload unchanged and no headers when it fits; otherwise its first ``max_bytes``
+        bytes and two headers: ``original-size`` (decimal ASCII) and ``payload-sha256`` (64
+        lowercase hex digits of the whole original payload), so the original can be matched
+        against the device's own log.
+    """
+    if len(payload) <= max_bytes:
+        return payload, ()
+    headers: Headers = (
+        (HEADER_ORIGINAL_SIZE, b"%d" % len(payload)),
+        (HEADER_PAYLOAD_SHA256, sha256(payload).hexdigest().encode("ascii")),
+    )
+    return payload[: max(max_bytes, 0)], headers
 
 
 class RecordBuilder:
