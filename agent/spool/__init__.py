@@ -66,7 +66,8 @@ The payload must end exactly after the last record. ``size_bytes`` everywhere (l
 statistics, events) is the length of the encoded block.
 """
 
-from agent.spool._spool import Spool, wall_clock_ms
+from agent.spool._spool import Spool, monotonic_clock_ms, wall_clock_ms
+from agent.spool._store import MAX_BLOCK_BYTES, MAX_JOURNAL_BYTES
 from agent.spool._types import (
     AppendResult,
     DropReason,
@@ -79,6 +80,8 @@ from agent.spool._types import (
 from agent.spool.settings import Durability, OverflowPolicy, SpoolSettings
 
 __all__ = [
+    "MAX_BLOCK_BYTES",
+    "MAX_JOURNAL_BYTES",
     "AppendResult",
     "DropReason",
     "Durability",
@@ -90,5 +93,6 @@ __all__ = [
     "SpoolQuarantined",
     "SpoolSettings",
     "SpoolStats",
+    "monotonic_clock_ms",
     "wall_clock_ms",
 ]

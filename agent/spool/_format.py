@@ -21,6 +21,7 @@ FLAGS = 0
 # magic, version, flags, created_at_ms, record_count, payload_len, crc32
 _HEADER = struct.Struct("<4sBBqIII")
 _CRC_OFFSET = _HEADER.size - 4
+_CRC = struct.Struct("<I")
 # timestamp_ms, topic_len, key_len (-1 = no key), value_len, header_count
 _RECORD = struct.Struct("<qHiIH")
 # name_len, value_len
@@ -94,35 +95,47 @@ def encode_block(records: Sequence[Record], created_at_ms: int) -> bytes:
     return b"".join((head[:_CRC_OFFSET], crc.to_bytes(4, "little"), payload))
 
 
-def verify_block(data: bytes) -> BlockHeader:
-    """Check a block's header and checksum without decoding its records.
+def parse_header(data: bytes) -> BlockHeader:
+    """Parse and check the fixed-size header at the start of ``data`` (no checksum, no length).
 
     Raises:
-        BlockFormatError: Bad magic, version, flags or length, or a checksum mismatch.
+        BlockFormatError: Too short, bad magic, unknown version or flags.
     """
     if len(data) < HEADER_SIZE:
         raise BlockFormatError(
             QuarantineReason.BAD_HEADER, f"Row of {len(data)} bytes is shorter than a header."
         )
-    magic, version, flags, created_at_ms, record_count, payload_len, crc = _HEADER.unpack_from(data)
+    magic, version, flags, created_at_ms, record_count, payload_len, _ = _HEADER.unpack_from(data)
     if magic != MAGIC:
         raise BlockFormatError(QuarantineReason.BAD_HEADER, f"Row has bad magic {magic!r}.")
     if version != VERSION or flags != FLAGS:
         raise BlockFormatError(
             QuarantineReason.BAD_HEADER, f"Row has unknown version {version} or flags {flags:#x}."
         )
-    if payload_len != len(data) - HEADER_SIZE:
+    return BlockHeader(created_at_ms, record_count, payload_len)
+
+
+def verify_block(data: bytes) -> BlockHeader:
+    """Check a block's header, length and checksum without decoding its records.
+
+    Raises:
+        BlockFormatError: Bad magic, version, flags or length, or a checksum mismatch.
+    """
+    header = parse_header(data)
+    if header.payload_len != len(data) - HEADER_SIZE:
         raise BlockFormatError(
             QuarantineReason.BAD_HEADER,
-            f"Header says {payload_len} payload bytes but the row holds {len(data) - HEADER_SIZE}.",
+            f"Header says {header.payload_len} payload bytes but the row holds "
+            f"{len(data) - HEADER_SIZE}.",
         )
+    (crc,) = _CRC.unpack_from(data, _CRC_OFFSET)
     view = memoryview(data)
     actual = zlib.crc32(view[HEADER_SIZE:], zlib.crc32(view[:_CRC_OFFSET]))
     if actual != crc:
         raise BlockFormatError(
             QuarantineReason.BAD_CHECKSUM, f"CRC32 is {actual:#010x}, header says {crc:#010x}."
         )
-    return BlockHeader(created_at_ms, record_count, payload_len)
+    return header
 
 
 def decode_block(data: bytes) -> tuple[BlockHeader, tuple[Record, ...]]:

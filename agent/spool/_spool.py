@@ -28,6 +28,11 @@ def wall_clock_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
+def monotonic_clock_ms() -> int:
+    """Monotonic time in milliseconds (the default age clock of :class:`Spool`)."""
+    return time.monotonic_ns() // 1_000_000
+
+
 class _State(enum.Enum):
     NEW = enum.auto()
     OPEN = enum.auto()
@@ -87,10 +92,11 @@ class Spool:
         *,
         on_event: Callable[[SpoolEvent], None] | None = None,
         clock_ms: Callable[[], int] = wall_clock_ms,
+        monotonic_ms: Callable[[], int] = monotonic_clock_ms,
     ) -> None:
         """Create a closed spool; nothing touches the disk before :meth:`open`."""
         self._on_event = on_event
-        self._store = Store(settings, clock_ms)
+        self._store = Store(settings, clock_ms, monotonic_ms)
         self._executor: ThreadPoolExecutor | None = None
         self._state = _State.NEW
         self._append_lock = asyncio.Lock()
@@ -115,9 +121,11 @@ class Spool:
     async def open(self) -> None:
         """Lock the directory, open the database and index what is stored.
 
-        Unreadable rows found while indexing are quarantined and reported before this returns.
-        Reading every block once, the cost grows with the spool's size (see ``bench/``). After a
-        failure, ``open`` may be called again.
+        One SQL query reads every row's key and index entry (not the blocks: about 1 s per
+        million blocks, see ``bench/spool_bench.py``). Rows that are not the spool's (foreign
+        keys, pickles) are quarantined and reported before this returns; blocks with damaged
+        bytes are found when read. Works on a full disk as long as the reserve file
+        (``reserve_bytes``) exists. After a failure, ``open`` may be called again.
 
         Raises:
             RetryableError: The directory is locked by another process, or SQLite or the file
@@ -158,8 +166,15 @@ class Spool:
         finally:
             executor.shutdown(wait=False)
 
-    async def append(self, records: Sequence[Record]) -> AppendResult:
+    async def append(
+        self, records: Sequence[Record], *, journal: bytes | None = None
+    ) -> AppendResult:
         """Store records as one block and return once it is durable.
+
+        ``journal``, when not None, is stored in the same SQLite transaction as the block (a
+        reserved row, never read as a block), so it is durable exactly when the block is; it is
+        not stored when the block is not (``drop_newest`` refusal, failure, cancellation, empty
+        batch). :meth:`journal` returns the last one stored. At most ``MAX_JOURNAL_BYTES``.
 
         Durable means synced to the device with ``durability="fsync"``, and handed to the OS
         (safe from a process crash, not from power loss) with ``durability="normal"``. An empty
@@ -180,15 +195,16 @@ class Spool:
         Raises:
             RetryableError: SQLite or the file system failed (for example the disk is full);
                 nothing was stored.
-            PermanentError: The spool is not open or was closed while waiting, or a record does
-                not fit the block format.
+            PermanentError: The spool is not open or was closed while waiting, a record does
+                not fit the block format, or the block is over ``MAX_BLOCK_BYTES`` (64 MiB) or
+                the journal over ``MAX_JOURNAL_BYTES``.
         """
         batch = tuple(records)
         if not batch:
             return AppendResult(accepted=True, block_id=None, size_bytes=0)
         async with self._append_lock:
             self._space_freed.clear()
-            outcome = await self._run(self._store.append, batch)
+            outcome = await self._run(self._store.append, batch, journal)
             while isinstance(outcome, EncodedBlock):
                 await self._wait_for_space()
                 self._space_freed.clear()
@@ -198,11 +214,13 @@ class Spool:
     async def read(
         self, after_block_id: int | None = None, max_blocks: int = 16
     ) -> list[SpoolBlock]:
-        """Return up to ``max_blocks`` blocks with ids above ``after_block_id``, oldest first.
+        """Return and lease up to ``max_blocks`` blocks with ids above ``after_block_id``.
 
-        Pass the id of the last block already taken (None for the start) so blocks in flight are
-        not returned again. Blocks older than ``max_age_secs`` are dropped instead of returned;
-        unreadable ones are quarantined and skipped. Returns an empty list when there is nothing.
+        Blocks come oldest first. Pass the id of the last block already taken (None for the
+        start) so blocks in flight are not returned again. Every block returned is leased until
+        :meth:`remove` or :meth:`release_leases`. Blocks older than ``max_age_secs`` are
+        dropped instead of returned (unless leased); unreadable ones are quarantined and skipped.
+        Returns an empty list when there is nothing.
 
         Raises:
             ValueError: ``max_blocks`` is below 1.
@@ -229,16 +247,39 @@ class Spool:
     async def remove(self, *block_ids: int) -> int:
         """Delete delivered blocks, all in one transaction, and wake appends waiting for space.
 
-        Ids that are not stored (already removed, dropped or quarantined) are ignored.
+        Ends the blocks' leases. A block dropped by ``drop_oldest`` while leased counts as
+        delivered (it is never counted as dropped). Other ids that are not stored (already
+        removed, expired or quarantined) are ignored. On a full disk the reserve file is
+        released so the delete can go through.
 
         Returns:
-            How many blocks were deleted.
+            How many of the ids were blocks now accounted as delivered.
 
         Raises:
-            RetryableError: SQLite or the file system failed; nothing was deleted.
+            RetryableError: SQLite or the file system failed; nothing was deleted, the leases
+                stay.
             PermanentError: The spool is not open.
         """
         return await self._run(self._store.remove, block_ids)
+
+    async def release_leases(self) -> None:
+        """End every lease: the caller abandoned everything it had read (reset, shutdown).
+
+        Blocks dropped while leased are counted as dropped now, with their original reason,
+        and reported; the other leased blocks are simply returned by a later :meth:`read`.
+        :meth:`close` releases the leases too. Touches no disk.
+
+        Raises:
+            PermanentError: The spool is not open.
+        """
+        await self._run(self._store.release_leases)
+
+    def journal(self) -> bytes:
+        """The journal stored with the newest block that had one (read at open; ``b""`` if none).
+
+        Reads memory only; after an :meth:`append` with a journal returned, this is that journal.
+        """
+        return self._store.journal()
 
     async def update_limits(self, settings: SpoolSettings) -> None:
         """Apply new limits and overflow policy while open (live reload).
@@ -251,13 +292,17 @@ class Spool:
         self._space_freed.set()
 
     async def expire(self) -> int:
-        """Drop every block older than ``max_age_secs``, in flight or not; call it periodically.
+        """Drop every block older than ``max_age_secs`` that is not leased; call it periodically.
+
+        Ages are monotonic: a wall-clock step does not age blocks. A leased block is skipped; if
+        it is released rather than removed, the next call drops it.
 
         Returns:
             How many blocks were dropped (each reported with reason ``expired``).
 
         Raises:
-            RetryableError: SQLite or the file system failed; nothing was dropped.
+            RetryableError: SQLite or the file system failed (a full disk first releases the
+                reserve and retries); what was dropped before the failure is counted.
             PermanentError: The spool is not open.
         """
         return await self._run(self._store.expire)

@@ -1,15 +1,15 @@
 """The spool's synchronous storage engine.
 
 Every method except :meth:`Store.stats` and :meth:`Store.has_block_after` runs on the spool's
-single worker thread, so storage operations never overlap. The worker owns the in-memory index
-(block ids in order, and each block's creation time, record count and size); the two exceptions
-read it from the event loop under ``_lock``. Changes are applied to the index only after the
-SQLite transaction that makes them committed, then announced through a :class:`StoreListener`.
+single worker thread, so storage operations never overlap. The worker owns the in-memory
+:class:`~agent.spool._index.BlockIndex` (array columns, no object per block) and the leases;
+the two exceptions read the index from the event loop under ``_lock``. Changes are applied to
+the index only after the SQLite transaction that makes them committed, then announced through a
+:class:`StoreListener`.
 """
 
 from __future__ import annotations
 
-import bisect
 import contextlib
 import fcntl
 import logging
@@ -17,9 +17,11 @@ import os
 import sqlite3
 import struct
 import threading
+from array import array
+from collections import defaultdict
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import TYPE_CHECKING, ClassVar, Protocol
+from typing import TYPE_CHECKING, ClassVar, Protocol, TypeVar, TypeVarTuple
 
 from diskcache import Cache, Timeout
 
@@ -27,6 +29,9 @@ from agent.errors import AgentError, PermanentError, RetryableError
 from agent.model import SpoolBlock
 from agent.spool._disk import BytesOnlyDisk, ForeignKey, RefusedRowError
 from agent.spool._format import BlockFormatError, decode_block, encode_block, verify_block
+from agent.spool._index import BlockIndex
+from agent.spool._reserve import OUT_OF_SPACE, Reserve
+from agent.spool._scan import TAG, ScanResult, scan
 from agent.spool._types import (
     AppendResult,
     DropReason,
@@ -45,15 +50,25 @@ if TYPE_CHECKING:
     from agent.spool.settings import SpoolSettings
 
 _log = logging.getLogger(__name__)
+_T = TypeVar("_T")
+_Ts = TypeVarTuple("_Ts")
 
 BLOCKS_DIR = "blocks"
 QUARANTINE_DIR = "quarantine"
 LOCK_FILE = "lock"
+RESERVE_FILE = "reserve"
 META_KEY = -1
 """Key of the row holding the next block id, so ids are never reused once the spool empties."""
+JOURNAL_KEY = -2
+"""Key of the row holding the caller's journal (see :meth:`Store.journal`); never a block."""
+MAX_BLOCK_BYTES = 64 * 1024**2
+"""Hard bound on one encoded block: larger ones are refused with a :class:`PermanentError`."""
+MAX_JOURNAL_BYTES = 4 * 1024**2
+"""Hard bound on the journal stored with a block."""
 _META = struct.Struct("<4sQ")
 _META_MAGIC = b"ESPM"
-_SMALL_REMOVAL = 8
+_DELETE_CHUNK = 4096
+"""Blocks deleted per transaction by expiry, so a huge expiry never needs a huge WAL."""
 _CACHE_SETTINGS: dict[str, object] = {
     "eviction_policy": "none",  # never cull: the spool enforces its own limit and counts drops
     "size_limit": 2**62,  # unused with eviction_policy="none"; huge in case a default changes
@@ -64,6 +79,13 @@ _CACHE_SETTINGS: dict[str, object] = {
     "sqlite_journal_mode": "wal",
 }
 _SQLITE_SYNCHRONOUS = {"fsync": 2, "normal": 1}  # FULL, NORMAL
+# Primary SQLite result codes (https://sqlite.org/rescode.html).
+_SQLITE_IOERR = 10
+_SQLITE_CORRUPT = 11
+_SQLITE_FULL = 13
+_SQLITE_TOOBIG = 18
+_SQLITE_NOTADB = 26
+_DAMAGED = frozenset({_SQLITE_CORRUPT, _SQLITE_NOTADB})
 
 
 LIVE_FIELDS = ("max_size_bytes", "max_age_secs", "overflow_policy", "max_quarantine_bytes")
@@ -101,19 +123,14 @@ class EncodedBlock:
     Attributes:
         data: The encoded block.
         records: Records in it.
-        created_at_ms: The creation time written in its header.
+        created_at_ms: The creation time written in its header (wall clock).
+        journal: Bytes to store as the journal in the same transaction, or None.
     """
 
     data: bytes
     records: int
     created_at_ms: int
-
-
-@dataclass(frozen=True, slots=True)
-class _Entry:
-    created_at_ms: int
-    records: int
-    size_bytes: int
+    journal: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,24 +142,38 @@ class _BadRow:
 
 
 class Store:
-    """Blocks in a diskcache ``Cache``, an in-memory index of them, limits and quarantine."""
+    """Blocks in a diskcache ``Cache``, an in-memory index of them, limits, leases, quarantine."""
 
     sqlite_timeout_secs: ClassVar[float] = 10.0
     """How long a write waits for SQLite's lock; only another process could hold it."""
 
-    def __init__(self, settings: SpoolSettings, clock_ms: Callable[[], int]) -> None:
-        """Create a closed store; nothing touches the disk before :meth:`open`."""
+    def __init__(
+        self,
+        settings: SpoolSettings,
+        clock_ms: Callable[[], int],
+        monotonic_ms: Callable[[], int],
+    ) -> None:
+        """Create a closed store; nothing touches the disk before :meth:`open`.
+
+        Args:
+            settings: The spool's settings.
+            clock_ms: Wall clock, epoch milliseconds: creation times written in block headers,
+                and the age at open of blocks from a previous run.
+            monotonic_ms: Monotonic clock in milliseconds: ages and expiry while open.
+        """
         self._settings = settings
         self._clock_ms = clock_ms
+        self._monotonic_ms = monotonic_ms
         self._listener: StoreListener = _NullListener()
         self._cache: Cache | None = None
         self._lock_fd: int | None = None
         self._lock = threading.Lock()
-        self._ids: list[int] = []
-        self._entries: dict[int, _Entry] = {}
-        self._records = 0
-        self._bytes = 0
+        self._index = BlockIndex()
         self._next_id = 1
+        self._journal = b""
+        self._leased: set[int] = set()
+        self._dropped_leased: dict[int, tuple[DropReason, int, int]] = {}
+        self._reserve = Reserve(settings.directory / RESERVE_FILE, settings.reserve_bytes)
         self._dropped_records = dict.fromkeys(DropReason, 0)
         self._dropped_bytes = dict.fromkeys(DropReason, 0)
         self._quarantined_blocks = 0
@@ -151,7 +182,11 @@ class Store:
     # ------------------------------------------------------------------ lifecycle
 
     def open(self, listener: StoreListener) -> None:
-        """Lock the directory, open the database, index it and quarantine unreadable rows.
+        """Lock the directory, open the database and index it with one query.
+
+        Rows that are not block rows of this spool (foreign keys, pickles, side files, headers
+        that do not parse) are quarantined before this returns. Blocks whose bytes are damaged
+        are found when read. On a full disk the reserve is released so the open can write.
 
         Raises:
             RetryableError: The directory is locked by another process, or SQLite or the file
@@ -159,7 +194,7 @@ class Store:
             PermanentError: The database file is damaged.
         """
         self._listener = listener
-        self._reset_index()  # a failed earlier attempt may have indexed part of the rows
+        self._reset_state()  # a failed earlier attempt may have indexed part of the rows
         root = self._settings.directory
         try:
             with self._translated("open the spool"):
@@ -167,19 +202,25 @@ class Store:
                 _make_private_dir(root / QUARANTINE_DIR)
                 _make_private_dir(root / BLOCKS_DIR)
                 self._lock_fd = _lock_directory(root)
-                self._cache = Cache(
-                    str(root / BLOCKS_DIR),
-                    timeout=self.sqlite_timeout_secs,
-                    disk=BytesOnlyDisk,
-                    sqlite_synchronous=_SQLITE_SYNCHRONOUS[self._settings.durability],
-                    **_CACHE_SETTINGS,
-                )
+                self._reserve.adopt()
+            self._cache = self._with_reserve("open the spool", self._open_cache)
+            with self._translated("index the spool"):
                 self._quarantine_bytes = _tree_size(root / QUARANTINE_DIR)
                 bad = self._load_index(self._cache)
         except BaseException:
             self.close()
             raise
+        self._reserve.restore()
         self._quarantine(bad)
+
+    def _open_cache(self) -> Cache:
+        return Cache(
+            str(self._settings.directory / BLOCKS_DIR),
+            timeout=self.sqlite_timeout_secs,
+            disk=BytesOnlyDisk,
+            sqlite_synchronous=_SQLITE_SYNCHRONOUS[self._settings.durability],
+            **_CACHE_SETTINGS,
+        )
 
     def replace_limits(self, settings: SpoolSettings) -> None:
         """Take the live fields (limits, policy) of ``settings``; directory and durability stay."""
@@ -188,7 +229,8 @@ class Store:
         )
 
     def close(self) -> None:
-        """Close the database and release the directory lock; safe to call more than once."""
+        """Release leases, close the database and the directory lock; safe to call twice."""
+        self.release_leases()
         if self._cache is not None:
             with contextlib.suppress(sqlite3.Error):
                 self._cache.close()
@@ -197,40 +239,68 @@ class Store:
             os.close(self._lock_fd)
             self._lock_fd = None
 
-    def _reset_index(self) -> None:
-        self._replace_index([], {})
-        self._next_id = 1
-
-    def _replace_index(self, ids: list[int], entries: dict[int, _Entry]) -> None:
+    def _reset_state(self) -> None:
         with self._lock:
-            self._ids = ids
-            self._entries = entries
-            self._records = sum(entry.records for entry in entries.values())
-            self._bytes = sum(entry.size_bytes for entry in entries.values())
+            self._index = BlockIndex()
+        self._next_id = 1
+        self._journal = b""
+        self._leased.clear()
+        self._dropped_leased.clear()
 
     def _load_index(self, cache: Cache) -> list[_BadRow]:
-        ids: list[int] = []
-        entries: dict[int, _Entry] = {}
+        found = scan(cache)
         bad: list[_BadRow] = []
         next_id = 1
-        for key in list(cache.iterkeys()):  # in key order: ids ascending
+        for key, value in found.meta.items():
             if key == META_KEY:
-                next_id = max(next_id, self._read_meta(cache))
-            elif isinstance(key, ForeignKey) or key <= 0:
-                bad.append(self._foreign_row(cache, key))
+                next_id = _parse_meta(value)
+            elif key == JOURNAL_KEY:
+                self._journal = value
             else:
-                next_id = max(next_id, key + 1)
-                entry_or_bad = self._index_row(cache, key)
-                if isinstance(entry_or_bad, _BadRow):
-                    bad.append(entry_or_bad)
-                elif entry_or_bad is not None:
-                    ids.append(key)
-                    entries[key] = entry_or_bad
-        self._replace_index(ids, entries)
+                bad.append(self._foreign_row(cache, key))
+        extra = self._inspect_suspects(cache, found, bad)
+        if extra:
+            found = _merge(found, extra)
+        if found.ids:
+            next_id = max(next_id, found.ids[-1] + 1)
+        next_id = max([next_id, *(row.key + 1 for row in bad if isinstance(row.key, int))])
+        if found.old_format:
+            _log.info(
+                "Spool indexed blocks written by an earlier version from their headers.",
+                extra={"blocks": found.old_format},
+            )
+        # Ages of blocks from an earlier run come from the wall clock (never negative); from
+        # here on they follow the monotonic clock.
+        mono_now = self._monotonic_ms()
+        offset = mono_now - self._clock_ms()
+        ages = map(offset.__add__, found.wall_ms)
+        mono_ms = array("q", (t if t < mono_now else mono_now for t in ages))  # noqa: FURB136  # min() costs twice as much per block
+        with self._lock:
+            self._index.load(found.ids, found.wall_ms, mono_ms, found.records, found.sizes)
         self._next_id = next_id
         return bad
 
-    def _index_row(self, cache: Cache, block_id: int) -> _Entry | _BadRow | None:
+    def _inspect_suspects(
+        self, cache: Cache, found: ScanResult, bad: list[_BadRow]
+    ) -> list[tuple[int, int, int, int]]:
+        """Read the rows the query could not index; return those that are valid blocks."""
+        blocks: list[tuple[int, int, int, int]] = []
+        for key in found.suspects:
+            if key in {META_KEY, JOURNAL_KEY}:
+                _log.warning("Spool meta row is not raw bytes; ignored.", extra={"key": key})
+                continue
+            if not isinstance(key, int) or key <= 0:
+                bad.append(self._foreign_row(cache, key))
+                continue
+            entry_or_bad = self._index_row(cache, key)
+            if isinstance(entry_or_bad, _BadRow):
+                bad.append(entry_or_bad)
+            elif entry_or_bad is not None:
+                blocks.append((key, *entry_or_bad))
+        return blocks
+
+    @staticmethod
+    def _index_row(cache: Cache, block_id: int) -> tuple[int, int, int] | _BadRow | None:
         try:
             data: bytes | None = cache.get(block_id)
         except RefusedRowError as exc:
@@ -241,7 +311,7 @@ class Store:
             header = verify_block(data)
         except BlockFormatError as exc:
             return _BadRow(block_id, exc.reason, str(exc), data)
-        return _Entry(header.created_at_ms, header.record_count, len(data))
+        return header.created_at_ms, header.record_count, len(data)
 
     @staticmethod
     def _foreign_row(cache: Cache, key: int | ForeignKey) -> _BadRow:
@@ -252,34 +322,31 @@ class Store:
         detail = f"Row key {key!r} is not a block id."
         return _BadRow(key, QuarantineReason.FOREIGN_KEY, detail, data or b"")
 
-    @staticmethod
-    def _read_meta(cache: Cache) -> int:
-        try:
-            data = cache.get(META_KEY)
-        except RefusedRowError:
-            data = None
-        if isinstance(data, bytes) and len(data) == _META.size:
-            magic, next_id = _META.unpack(data)
-            if magic == _META_MAGIC:
-                return int(next_id)
-        _log.warning("Spool id high-water row is unreadable; it will be rewritten.")
-        return 1
-
     # ------------------------------------------------------------------ operations
 
-    def append(self, records: Sequence[Record]) -> AppendResult | EncodedBlock:
+    def append(
+        self, records: Sequence[Record], journal: bytes | None = None
+    ) -> AppendResult | EncodedBlock:
         """Encode records as one block and :meth:`commit` it.
 
         Raises:
-            PermanentError: A record does not fit the block format.
+            PermanentError: A record does not fit the block format, or the block or the journal
+                is over its hard bound.
             RetryableError: SQLite or the file system failed; nothing was stored.
         """
+        if journal is not None and len(journal) > MAX_JOURNAL_BYTES:
+            raise PermanentError(
+                f"A spool journal of {len(journal)} bytes is over the limit of "
+                f"{MAX_JOURNAL_BYTES} bytes; keep the journal small."
+            )
+        _refuse_oversized(sum(len(record.value) for record in records))
         created_at_ms = self._clock_ms()
         try:
             data = encode_block(records, created_at_ms)
         except ValueError as exc:
             raise PermanentError(str(exc)) from exc
-        return self.commit(EncodedBlock(data, len(records), created_at_ms))
+        _refuse_oversized(len(data))
+        return self.commit(EncodedBlock(data, len(records), created_at_ms, journal))
 
     def commit(self, block: EncodedBlock) -> AppendResult | EncodedBlock:
         """Store an encoded block, applying the overflow policy when it does not fit.
@@ -300,39 +367,60 @@ class Store:
                 self._count_drop(DropReason.SPOOL_FULL_DROP_NEWEST, block.records, size)
                 return AppendResult(accepted=False, block_id=None, size_bytes=size)
             victims = self._oldest_to_free(size)
+        mono_ms = self._monotonic_ms()
         with self._translated("append to the spool"):
-            block_id = self._insert(block.data, victims)
+            (block_id,) = self._insert([block], victims)
         with self._lock:
-            records, size_bytes = self._forget_locked(victims)
-            self._ids.append(block_id)
-            self._entries[block_id] = _Entry(block.created_at_ms, block.records, size)
-            self._records += block.records
-            self._bytes += size
-        if victims:
-            self._count_drop(DropReason.SPOOL_FULL_DROP_OLDEST, records, size_bytes)
+            dropped = self._forget_locked(victims, DropReason.SPOOL_FULL_DROP_OLDEST)
+            self._index.append(block_id, block.created_at_ms, mono_ms, block.records, size)
+        if block.journal is not None:
+            self._journal = block.journal
+        if dropped is not None:
+            self._count_drop(DropReason.SPOOL_FULL_DROP_OLDEST, *dropped)
         self._listener.data_added()
         return AppendResult(accepted=True, block_id=block_id, size_bytes=size)
 
-    def read(self, after_block_id: int | None, max_blocks: int) -> list[SpoolBlock]:
-        """Return up to ``max_blocks`` blocks with ids above ``after_block_id``, oldest first.
+    def insert_many(self, blocks: Sequence[EncodedBlock]) -> list[int]:
+        """Store many blocks in one transaction, ignoring limits (benchmarks and tests).
 
-        Expired blocks met on the way are dropped, unreadable ones quarantined; neither raises.
+        Returns:
+            The new block ids.
+        """
+        mono_ms = self._monotonic_ms()
+        with self._translated("append to the spool"):
+            block_ids = self._insert(blocks, [])
+        with self._lock:
+            for block_id, block in zip(block_ids, blocks, strict=True):
+                self._index.append(
+                    block_id, block.created_at_ms, mono_ms, block.records, len(block.data)
+                )
+        return block_ids
+
+    def read(self, after_block_id: int | None, max_blocks: int) -> list[SpoolBlock]:
+        """Return and lease up to ``max_blocks`` blocks with ids above ``after_block_id``.
+
+        Expired blocks met on the way are dropped (unless leased), unreadable ones quarantined;
+        neither raises.
 
         Raises:
             RetryableError: SQLite failed as a whole (not because of one block).
         """
-        cache = self._open_cache()
-        cutoff_ms = self._expiry_cutoff_ms()
-        start = 0 if after_block_id is None else bisect.bisect_right(self._ids, after_block_id)
+        cache = self._open_cache_or_fail()
+        cutoff = self._expiry_cutoff_mono_ms()
+        index = self._index
         blocks: list[SpoolBlock] = []
         expired: list[int] = []
         bad: list[_BadRow] = []
         with self._translated("read the spool"):
-            for index in range(start, len(self._ids)):
+            for pos in index.live_after(after_block_id):
                 if len(blocks) >= max_blocks:
                     break
-                block_id = self._ids[index]
-                if cutoff_ms is not None and self._entries[block_id].created_at_ms < cutoff_ms:
+                block_id = index.ids[pos]
+                if (
+                    cutoff is not None
+                    and index.mono_ms[pos] < cutoff
+                    and block_id not in self._leased
+                ):
                     expired.append(block_id)
                     continue
                 block_or_bad = self._read_row(cache, block_id)
@@ -340,6 +428,7 @@ class Store:
                     bad.append(block_or_bad)
                 else:
                     blocks.append(block_or_bad)
+        self._leased.update(block.block_id for block in blocks)
         self._drop(expired, DropReason.EXPIRED, strict=False)
         self._quarantine(bad)
         return blocks
@@ -360,66 +449,111 @@ class Store:
         return SpoolBlock(block_id, header.created_at_ms, records, len(data))
 
     def remove(self, block_ids: Iterable[int]) -> int:
-        """Delete delivered blocks in one transaction; ids no longer stored are ignored.
+        """Delete delivered blocks in one transaction and end their leases.
+
+        A leased block that was dropped meanwhile (``drop_oldest``) counts as delivered and is
+        not counted as dropped. Ids neither stored nor dropped-while-leased are ignored.
 
         Returns:
-            How many blocks were deleted.
+            How many of the ids were blocks now accounted as delivered.
 
         Raises:
             RetryableError: SQLite or the file system failed; nothing was deleted.
         """
-        present = [block_id for block_id in dict.fromkeys(block_ids) if block_id in self._entries]
-        if not present:
-            return 0
-        with self._translated("remove delivered blocks from the spool"):
-            self._delete(present)
-        with self._lock:
-            self._forget_locked(present)
-        self._listener.space_freed()
-        return len(present)
+        wanted = list(dict.fromkeys(block_ids))
+        present = [block_id for block_id in wanted if block_id in self._index]
+        if present:
+            self._with_reserve("remove delivered blocks from the spool", self._delete, present)
+            with self._lock:
+                self._index.remove(present)
+        delivered_after_drop = 0
+        for block_id in wanted:
+            self._leased.discard(block_id)
+            if self._dropped_leased.pop(block_id, None) is not None:
+                delivered_after_drop += 1
+        if present:
+            self._after_space_freed()
+        return len(present) + delivered_after_drop
+
+    def release_leases(self) -> None:
+        """Forget every lease; count the blocks dropped while leased, with their reasons."""
+        self._leased.clear()
+        dropped, self._dropped_leased = self._dropped_leased, {}
+        totals: dict[DropReason, list[int]] = defaultdict(lambda: [0, 0])
+        for reason, records, size_bytes in dropped.values():
+            totals[reason][0] += records
+            totals[reason][1] += size_bytes
+        for reason, (records, size_bytes) in totals.items():
+            self._count_drop(reason, records, size_bytes)
 
     def expire(self) -> int:
-        """Drop every block older than ``max_age_secs``.
+        """Drop every block older than ``max_age_secs`` (monotonic age) that is not leased.
+
+        Leased blocks are skipped: if the forwarder removes them they were delivered; if it
+        releases them they are expired by the next call.
 
         Returns:
             How many blocks were dropped.
 
         Raises:
-            RetryableError: SQLite or the file system failed; nothing was dropped.
+            RetryableError: SQLite or the file system failed; blocks dropped before the failure
+                stay dropped (and counted), the others stay.
         """
-        cutoff_ms = self._expiry_cutoff_ms()
-        if cutoff_ms is None:
+        cutoff = self._expiry_cutoff_mono_ms()
+        if cutoff is None:
             return 0
-        expired = [i for i in self._ids if self._entries[i].created_at_ms < cutoff_ms]
-        return self._drop(expired, DropReason.EXPIRED, strict=True)
+        index = self._index
+        expired: list[int] = []
+        for pos in index.live_after(None):
+            if index.mono_ms[pos] >= cutoff:
+                break  # creation times only grow with the id (see _load_index)
+            if index.ids[pos] not in self._leased:
+                expired.append(index.ids[pos])
+        dropped = 0
+        for start in range(0, len(expired), _DELETE_CHUNK):
+            dropped += self._drop(
+                expired[start : start + _DELETE_CHUNK], DropReason.EXPIRED, strict=True
+            )
+        return dropped
+
+    def journal(self) -> bytes:
+        """The journal stored with the newest block that had one (``b""`` if none)."""
+        return self._journal
 
     # ------------------------------------------------------------------ loop-side reads
 
     def stats(self, appends_waiting: int) -> SpoolStats:
-        """Snapshot the counters; safe to call from any thread, touches no disk."""
+        """Snapshot the counters; safe to call from any thread, touches no disk, O(1)."""
         with self._lock:
-            oldest = self._entries[self._ids[0]].created_at_ms if self._ids else None
+            index = self._index
+            first = index.first()
+            oldest = age = None
+            if first >= 0:
+                oldest = index.wall_ms[first]
+                age = max(0, self._monotonic_ms() - index.mono_ms[first])
             return SpoolStats(
-                blocks=len(self._ids),
-                records=self._records,
-                size_bytes=self._bytes,
+                blocks=index.blocks,
+                records=index.total_records,
+                size_bytes=index.total_bytes,
                 oldest_created_at_ms=oldest,
                 dropped_records=MappingProxyType(dict(self._dropped_records)),
                 dropped_bytes=MappingProxyType(dict(self._dropped_bytes)),
                 quarantined_blocks=self._quarantined_blocks,
                 appends_waiting=appends_waiting,
+                oldest_age_ms=age,
+                leased_blocks=len(self._leased) + len(self._dropped_leased),
+                reserve_present=self._reserve.present,
             )
 
     def has_block_after(self, after_block_id: int | None) -> bool:
         """Whether a block with an id above ``after_block_id`` is stored; safe from any thread."""
         with self._lock:
-            if not self._ids:
-                return False
-            return after_block_id is None or self._ids[-1] > after_block_id
+            last = self._index.last_id()
+        return last is not None and (after_block_id is None or last > after_block_id)
 
     # ------------------------------------------------------------------ internals
 
-    def _open_cache(self) -> Cache:
+    def _open_cache_or_fail(self) -> Cache:
         if self._cache is None:
             raise PermanentError("The spool is not open; open it before use.")
         return self._cache
@@ -427,41 +561,54 @@ class Store:
     def _fits(self, size: int) -> bool:
         # An empty spool takes any block, even one over max_size_bytes: waiting for more space
         # than the limit would never end.
-        return not self._ids or self._bytes + size <= self._settings.max_size_bytes
+        index = self._index
+        return not index.blocks or index.total_bytes + size <= self._settings.max_size_bytes
 
     def _oldest_to_free(self, size: int) -> list[int]:
-        needed = self._bytes + size - self._settings.max_size_bytes
+        index = self._index
+        needed = index.total_bytes + size - self._settings.max_size_bytes
         victims: list[int] = []
-        for block_id in self._ids:
+        for pos in index.live_after(None):
             if needed <= 0:
                 break
-            victims.append(block_id)
-            needed -= self._entries[block_id].size_bytes
+            victims.append(index.ids[pos])
+            needed -= index.sizes[pos]
         return victims
 
-    def _expiry_cutoff_ms(self) -> int | None:
+    def _expiry_cutoff_mono_ms(self) -> int | None:
         max_age_secs = self._settings.max_age_secs
         if max_age_secs == 0:
             return None
-        return self._clock_ms() - round(max_age_secs * 1000)
+        return self._monotonic_ms() - round(max_age_secs * 1000)
 
-    def _insert(self, data: bytes, victims: list[int]) -> int:
-        cache = self._open_cache()
+    def _insert(self, blocks: Sequence[EncodedBlock], victims: list[int]) -> list[int]:
+        """The one insert path: each block row carries its index entry in ``tag``."""
+        cache = self._open_cache_or_fail()
+        block_ids: list[int] = []
+        journal: bytes | None = None
         with cache.transact():
             if victims:
                 self._delete(victims)
-            while True:
-                # An id is used up even if the commit fails, so a commit that failed only
-                # apparently can never be overwritten by a later block.
-                block_id = self._next_id
-                self._next_id += 1
-                if cache.add(block_id, data):
-                    return block_id
+            for block in blocks:
+                tag = TAG.pack(block.created_at_ms, block.records, len(block.data))
+                while True:
+                    # An id is used up even if the commit fails, so a commit that failed only
+                    # apparently can never be overwritten by a later block.
+                    block_id = self._next_id
+                    self._next_id += 1
+                    if cache.add(block_id, block.data, tag=tag):
+                        block_ids.append(block_id)
+                        break
+                if block.journal is not None:
+                    journal = block.journal
+            if journal is not None:
+                cache.set(JOURNAL_KEY, journal)
+        return block_ids
 
     def _delete(self, keys: Sequence[int | ForeignKey]) -> None:
-        cache = self._open_cache()
+        cache = self._open_cache_or_fail()
         block_ids = [key for key in keys if isinstance(key, int)]
-        newest = self._ids[-1] if self._ids else 0
+        newest = self._index.last_id() or 0
         with cache.transact():
             for key in keys:
                 cache.delete(key)
@@ -472,42 +619,51 @@ class Store:
         if not block_ids:
             return 0
         if strict:
-            with self._translated("drop blocks from the spool"):
-                self._delete(block_ids)
+            self._with_reserve("drop blocks from the spool", self._delete, block_ids)
         else:
             error = self._try_delete(block_ids)
             if error is not None:
                 _log.warning("Could not drop spool blocks; will retry.", extra={"error": error})
                 return 0
         with self._lock:
-            records, size_bytes = self._forget_locked(block_ids)
-        self._count_drop(reason, records, size_bytes)
-        self._listener.space_freed()
+            dropped = self._forget_locked(block_ids, reason)
+        if dropped is not None:
+            self._count_drop(reason, *dropped)
+        self._after_space_freed()
         return len(block_ids)
 
     def _try_delete(self, keys: Sequence[int | ForeignKey]) -> str | None:
         try:
-            with self._translated("delete rows from the spool"):
-                self._delete(keys)
+            self._with_reserve("delete rows from the spool", self._delete, keys)
         except AgentError as exc:
             return str(exc)
         return None
 
-    def _forget_locked(self, block_ids: list[int]) -> tuple[int, int]:
+    def _forget_locked(self, block_ids: list[int], reason: DropReason) -> tuple[int, int] | None:
+        """Take dropped blocks out of the index; leased ones are counted only when released.
+
+        Returns:
+            Records and bytes to count as dropped now, or None when there are none.
+        """
+        if not block_ids:
+            return None
+        index = self._index
         records = size_bytes = 0
         for block_id in block_ids:
-            entry = self._entries.pop(block_id)
-            records += entry.records
-            size_bytes += entry.size_bytes
-        if len(block_ids) <= _SMALL_REMOVAL:
-            for block_id in block_ids:
-                del self._ids[bisect.bisect_left(self._ids, block_id)]
-        else:
-            gone = set(block_ids)
-            self._ids = [block_id for block_id in self._ids if block_id not in gone]
-        self._records -= records
-        self._bytes -= size_bytes
-        return records, size_bytes
+            pos = index.position(block_id)
+            if pos < 0:
+                continue
+            if block_id in self._leased:
+                self._dropped_leased[block_id] = (reason, index.records[pos], index.sizes[pos])
+            else:
+                records += index.records[pos]
+                size_bytes += index.sizes[pos]
+        index.remove(block_ids)
+        return (records, size_bytes) if records or size_bytes else None
+
+    def _after_space_freed(self) -> None:
+        self._reserve.restore()
+        self._listener.space_freed()
 
     def _count_drop(self, reason: DropReason, records: int, size_bytes: int) -> None:
         with self._lock:
@@ -526,10 +682,14 @@ class Store:
             ]
         events: list[SpoolQuarantined] = []
         with self._lock:
+            index = self._index
             for row, detail in zip(rows, details, strict=True):
                 block_id = row.key if isinstance(row.key, int) and row.key > 0 else None
-                if block_id is not None and block_id in self._entries:
-                    records, size_bytes = self._forget_locked([block_id])
+                pos = -1 if block_id is None else index.position(block_id)
+                if block_id is not None and pos >= 0:
+                    records, size_bytes = index.records[pos], index.sizes[pos]
+                    index.remove([block_id])
+                    self._leased.discard(block_id)
                 else:
                     records, size_bytes = 0, len(row.raw)
                 self._dropped_records[DropReason.CORRUPT] += records
@@ -555,25 +715,49 @@ class Store:
         self._quarantine_bytes += len(row.raw)
         return f"Raw bytes kept in {path}."
 
+    def _with_reserve(self, action: str, func: Callable[[*_Ts], _T], *args: *_Ts) -> _T:
+        """Run ``func``; if it fails for want of disk space, release the reserve and retry once."""
+        try:
+            with self._translated(action):
+                return func(*args)
+        except RetryableError as exc:
+            if not _out_of_space(exc.__cause__) or not self._reserve.release():
+                raise
+            _log.warning(
+                "Spool disk is full; released the reserve file to keep working. Free disk space.",
+                extra={"action": action, "reserve_bytes": self._settings.reserve_bytes},
+            )
+        with self._translated(action):
+            return func(*args)
+
     @contextlib.contextmanager
     def _translated(self, action: str) -> Iterator[None]:
-        """Turn SQLite, diskcache and OS errors into the agent's error tree."""
+        """Turn SQLite, diskcache and OS errors into the agent's error tree.
+
+        Only a database file SQLite calls corrupt or not a database is "damaged"
+        (:class:`PermanentError`); a full disk, an I/O error, a lock or anything else SQLite
+        reports is a :class:`RetryableError`, so a transient condition never stops the agent.
+        """
         where = self._settings.directory
         try:
             yield
-        except (sqlite3.OperationalError, Timeout) as exc:
+        except Timeout as exc:
             self._reset_connection()
-            cause = str(exc) or "database is locked"
-            raise RetryableError(
-                f"Could not {action} in {where} ({cause}); free disk space or stop whatever "
-                "else uses the directory, then retry."
-            ) from exc
+            raise _retryable(action, where, "database is locked") from exc
         except sqlite3.Error as exc:
             self._reset_connection()
-            raise PermanentError(
-                f"Could not {action}: the database in {where} is damaged ({exc}); stop the "
-                "agent and move the directory aside."
-            ) from exc
+            code = _primary_code(exc)
+            if code in _DAMAGED:
+                raise PermanentError(
+                    f"Could not {action}: the database in {where} is damaged ({exc}); stop the "
+                    "agent and move the directory aside."
+                ) from exc
+            if code == _SQLITE_TOOBIG:
+                raise PermanentError(
+                    f"Could not {action} in {where}: a value is too big for SQLite ({exc}); "
+                    "keep batches smaller."
+                ) from exc
+            raise _retryable(action, where, str(exc) or type(exc).__name__) from exc
         except OSError as exc:
             raise RetryableError(
                 f"Could not {action} in {where} ({exc}); fix the directory's space or "
@@ -586,6 +770,60 @@ class Store:
         if self._cache is not None:
             with contextlib.suppress(sqlite3.Error):
                 self._cache.close()
+
+
+def _retryable(action: str, where: Path, cause: str) -> RetryableError:
+    return RetryableError(
+        f"Could not {action} in {where} ({cause}); free disk space or stop whatever "
+        "else uses the directory, then retry."
+    )
+
+
+def _primary_code(exc: sqlite3.Error) -> int | None:
+    code = getattr(exc, "sqlite_errorcode", None)
+    return None if code is None else int(code) & 0xFF
+
+
+def _out_of_space(exc: BaseException | None) -> bool:
+    """Whether an error means the disk (or the quota) is full."""
+    if isinstance(exc, sqlite3.Error):
+        return _primary_code(exc) in {_SQLITE_FULL, _SQLITE_IOERR}
+    return isinstance(exc, OSError) and exc.errno in OUT_OF_SPACE
+
+
+def _refuse_oversized(size: int) -> None:
+    if size > MAX_BLOCK_BYTES:
+        raise PermanentError(
+            f"A spool block of {size} bytes is over the hard limit of {MAX_BLOCK_BYTES} bytes; "
+            "append fewer or smaller records at a time."
+        )
+
+
+def _parse_meta(data: bytes) -> int:
+    if len(data) == _META.size:
+        magic, next_id = _META.unpack(data)
+        if magic == _META_MAGIC:
+            return int(next_id)
+    _log.warning("Spool id high-water row is unreadable; it will be rewritten.")
+    return 1
+
+
+def _merge(found: ScanResult, extra: list[tuple[int, int, int, int]]) -> ScanResult:
+    """Add blocks indexed row by row to the scan's columns, keeping id order."""
+    for block_id, wall_ms, records, size in extra:
+        found.ids.append(block_id)
+        found.wall_ms.append(wall_ms)
+        found.records.append(records)
+        found.sizes.append(size)
+    order = sorted(range(len(found.ids)), key=found.ids.__getitem__)
+    return ScanResult(
+        ids=array("q", (found.ids[i] for i in order)),
+        wall_ms=array("q", (found.wall_ms[i] for i in order)),
+        records=array("i", (found.records[i] for i in order)),
+        sizes=array("i", (found.sizes[i] for i in order)),
+        meta=found.meta,
+        old_format=found.old_format,
+    )
 
 
 def _make_private_dir(path: Path) -> None:

@@ -112,6 +112,11 @@ class SpoolStats:
         dropped_bytes: Encoded bytes dropped since open, by reason (every reason present).
         quarantined_blocks: Rows moved to the quarantine since open.
         appends_waiting: Appends currently waiting for space (``overflow_policy="block"``).
+        oldest_age_ms: Age of the lowest-id block on the spool's monotonic clock (what expiry
+            compares with ``max_age_secs``; immune to wall-clock steps), or None when empty.
+        leased_blocks: Blocks handed out by ``read`` and neither removed nor released yet
+            (including ones dropped while leased).
+        reserve_present: Whether the disk-full reserve file exists (see ``reserve_bytes``).
     """
 
     blocks: int
@@ -122,3 +127,6 @@ class SpoolStats:
     dropped_bytes: Mapping[DropReason, int]
     quarantined_blocks: int
     appends_waiting: int
+    oldest_age_ms: int | None = None
+    leased_blocks: int = 0
+    reserve_present: bool = False

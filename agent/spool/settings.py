@@ -1,7 +1,8 @@
 """Settings of the disk spool.
 
 ``max_size_bytes``, ``max_age_secs`` and ``overflow_policy`` are marked to apply live; the
-others (``directory``, ``durability``, ``max_quarantine_bytes``) need a restart.
+others (``directory``, ``durability``, ``max_quarantine_bytes``, ``reserve_bytes``) need a
+restart.
 """
 
 from __future__ import annotations
@@ -79,6 +80,17 @@ class SpoolSettings(BaseModel):
         description=(
             "Limit on the raw bytes of corrupt blocks kept under <directory>/quarantine/ for "
             "forensics. Beyond it corrupt blocks are still removed and reported, but not kept."
+        ),
+        json_schema_extra={"reload": "restart"},
+    )
+    reserve_bytes: int = Field(
+        default=4 * _MIB,
+        ge=0,
+        description=(
+            "Size of <directory>/reserve, a pre-allocated file the spool deletes when the disk is "
+            "full, so that it can still remove delivered blocks and open again (SQLite needs "
+            "space even to delete). Re-created once the disk has twice this much free. 0 "
+            "disables it."
         ),
         json_schema_extra={"reload": "restart"},
     )

@@ -23,13 +23,26 @@ START_MS = 1_700_000_000_000
 
 
 class FakeClock:
-    """A clock in epoch milliseconds that only moves when the test moves it."""
+    """A wall clock (epoch ms, call it) and a monotonic clock that move only when told to."""
 
-    def __init__(self, now_ms: int = START_MS) -> None:
+    def __init__(self, now_ms: int = START_MS, mono_ms: int = 5_000) -> None:
         self.now_ms = now_ms
+        self.mono_ms = mono_ms
 
     def __call__(self) -> int:
         return self.now_ms
+
+    def monotonic(self) -> int:
+        return self.mono_ms
+
+    def advance(self, ms: int) -> None:
+        """Time passes: both clocks move."""
+        self.now_ms += ms
+        self.mono_ms += ms
+
+    def step_wall(self, ms: int) -> None:
+        """The wall clock is set (NTP, an operator): only it moves."""
+        self.now_ms += ms
 
 
 def _make_batch(start: int, count: int = 100, value_size: int = 300) -> list[Record]:
@@ -108,7 +121,9 @@ async def open_spool(
 
     async def _open(**overrides: object) -> Spool:
         settings = SpoolSettings.model_validate({"directory": spool_dir, **overrides})
-        spool = Spool(settings, on_event=events.append, clock_ms=clock)
+        spool = Spool(
+            settings, on_event=events.append, clock_ms=clock, monotonic_ms=clock.monotonic
+        )
         await spool.open()
         opened.append(spool)
         return spool

@@ -259,9 +259,9 @@ async def test_spool_read_drops_expired_blocks(open_spool, make_batch, clock, ev
     """Blocks older than max_age_secs are dropped as expired instead of being returned."""
     spool = await open_spool(max_age_secs=60)
     await spool.append(make_batch(0, 10))
-    clock.now_ms += 30_000
+    clock.advance(30_000)
     await spool.append(make_batch(10, 10))
-    clock.now_ms += 30_001
+    clock.advance(30_001)
     assert _ids(await spool.read()) == [2]
     stats = spool.stats()
     assert stats.dropped_records[DropReason.EXPIRED] == 10
@@ -269,25 +269,27 @@ async def test_spool_read_drops_expired_blocks(open_spool, make_batch, clock, ev
     assert [event.reason for event in events] == [DropReason.EXPIRED]
 
 
-async def test_spool_expire_drops_old_blocks_even_in_flight(open_spool, make_batch, clock):
-    """expire() drops every expired block, including ones already read, and nothing younger."""
+async def test_spool_expire_skips_leased_blocks_until_released(open_spool, make_batch, clock):
+    """expire() drops expired blocks not in flight; a leased one only after its release."""
     spool = await open_spool(max_age_secs=1)
-    await spool.append(make_batch(0, 10))
-    await spool.append(make_batch(10, 10))
-    assert _ids(await spool.read()) == [1, 2]
-    clock.now_ms += 1_001
-    await spool.append(make_batch(20, 10))
+    for i in range(3):
+        await spool.append(make_batch(i * 10, 10))
+    assert _ids(await spool.read(None, max_blocks=1)) == [1]
+    clock.advance(1_001)
+    await spool.append(make_batch(30, 10))
     assert await spool.expire() == 2
-    assert await spool.remove(1, 2) == 0
-    assert _ids(await spool.read()) == [3]
-    assert spool.stats().dropped_records[DropReason.EXPIRED] == 20
+    assert _ids(await spool.read(1)) == [4]
+    await spool.release_leases()
+    assert await spool.expire() == 1
+    assert spool.stats().dropped_records[DropReason.EXPIRED] == 30
+    assert _ids(await spool.read()) == [4]
 
 
 async def test_spool_max_age_zero_never_expires(open_spool, make_batch, clock):
     """max_age_secs=0 disables expiry."""
     spool = await open_spool(max_age_secs=0)
     await spool.append(make_batch(0, 10))
-    clock.now_ms += 10**12
+    clock.advance(10**12)
     assert await spool.expire() == 0
     assert _ids(await spool.read()) == [1]
 
@@ -324,10 +326,10 @@ async def test_spool_corrupt_row_is_quarantined_on_read_and_reading_goes_on(
     assert sql("SELECT count(*) FROM Cache WHERE key = 2") == [(0,)]
 
 
-async def test_spool_garbage_row_is_quarantined_at_open_and_ids_stay_monotonic(
+async def test_spool_garbage_row_is_quarantined_at_read_and_ids_stay_monotonic(
     open_spool, make_batch, sql, spool_dir, events
 ):
-    """Garbage in the newest row is quarantined at open; totals exclude it; its id is not reused."""
+    """Garbage in the newest row is quarantined when read (open reads no values); ids go on."""
     spool = await open_spool()
     for i in range(3):
         await spool.append(make_batch(i * 100))
@@ -335,9 +337,12 @@ async def test_spool_garbage_row_is_quarantined_at_open_and_ids_stay_monotonic(
     sql("UPDATE Cache SET value = ? WHERE key = 3", b"not a block at all")
 
     spool = await open_spool()
-    assert [(e.block_id, e.reason) for e in events] == [(3, QuarantineReason.BAD_HEADER)]
-    assert spool.stats().records == 200
+    assert events == []
     assert _ids(await spool.read()) == [1, 2]
+    assert [(e.block_id, e.reason, e.records) for e in events] == [
+        (3, QuarantineReason.BAD_HEADER, 100)
+    ]
+    assert spool.stats().records == 200
     assert (await spool.append(make_batch(300))).block_id == 4
     (kept,) = _quarantine_files(spool_dir)
     assert kept.read_bytes() == b"not a block at all"
@@ -401,7 +406,7 @@ async def test_spool_stats_totals_survive_reopen(open_spool, make_batch, clock):
     spool = await open_spool()
     for i, count in enumerate([5, 50, 7, 300]):
         await spool.append(make_batch(i * 1000, count))
-        clock.now_ms += 1000
+        clock.advance(1000)
     await spool.remove(1)
     before = spool.stats()
     assert (before.blocks, before.records) == (3, 357)
