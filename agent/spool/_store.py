@@ -654,6 +654,7 @@ class Store:
             if pos < 0:
                 continue
             if block_id in self._leased:
+                self._leased.discard(block_id)
                 self._dropped_leased[block_id] = (reason, index.records[pos], index.sizes[pos])
             else:
                 records += index.records[pos]
