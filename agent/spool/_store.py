@@ -31,7 +31,7 @@ from agent.spool._disk import BytesOnlyDisk, ForeignKey, RefusedRowError
 from agent.spool._format import BlockFormatError, decode_block, encode_block, verify_block
 from agent.spool._index import BlockIndex
 from agent.spool._reserve import OUT_OF_SPACE, Reserve
-from agent.spool._scan import TAG, ScanResult, scan
+from agent.spool._scan import TAG, ScanResult, execute, scan
 from agent.spool._types import (
     AppendResult,
     DropReason,
@@ -663,8 +663,20 @@ class Store:
         return (records, size_bytes) if records or size_bytes else None
 
     def _after_space_freed(self) -> None:
-        self._reserve.restore()
+        if not self._reserve.restore() and self._settings.reserve_bytes > 0:
+            # Deleted pages return to the file system only when a checkpoint copies the
+            # write-ahead log into the (auto-vacuumed) database; TRUNCATE also empties the log.
+            self._checkpoint()
+            self._reserve.restore()
         self._listener.space_freed()
+
+    def _checkpoint(self) -> None:
+        if self._cache is None:
+            return
+        try:
+            execute(self._cache, "PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+        except sqlite3.Error as exc:
+            _log.debug("Spool checkpoint failed; will retry.", extra={"error": str(exc)})
 
     def _count_drop(self, reason: DropReason, records: int, size_bytes: int) -> None:
         with self._lock:
