@@ -367,6 +367,7 @@ class Store:
                 self._count_drop(DropReason.SPOOL_FULL_DROP_NEWEST, block.records, size)
                 return AppendResult(accepted=False, block_id=None, size_bytes=size)
             victims = self._oldest_to_free(size)
+        self._require_reserve()
         mono_ms = self._monotonic_ms()
         with self._translated("append to the spool"):
             (block_id,) = self._insert([block], victims)
@@ -661,6 +662,19 @@ class Store:
                 size_bytes += index.sizes[pos]
         index.remove(block_ids)
         return (records, size_bytes) if records or size_bytes else None
+
+    def _require_reserve(self) -> None:
+        """Refuse to add data while the reserve is missing and cannot be re-created.
+
+        So the spool never fills a disk without its reserve in place, and a full disk it filled
+        can always be opened and drained.
+        """
+        if self._settings.reserve_bytes > 0 and not self._reserve.restore():
+            raise RetryableError(
+                f"The disk of {self._settings.directory} is nearly full: appends wait until "
+                f"{2 * self._settings.reserve_bytes} bytes are free so the spool can keep its "
+                "reserve; free disk space or let the forwarder drain the spool."
+            )
 
     def _after_space_freed(self) -> None:
         if not self._reserve.restore() and self._settings.reserve_bytes > 0:

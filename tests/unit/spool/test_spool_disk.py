@@ -190,3 +190,20 @@ async def test_spool_sqlite_io_error_is_retryable(open_spool, make_batch, monkey
     assert spool.stats().reserve_present
     assert await spool.remove(1) == 1  # first try failed, the reserve was released, retried
     assert calls == 2
+
+
+@needs_root
+async def test_spool_appends_wait_for_the_reserve_to_be_restored(small_fs):
+    """While the reserve is released and cannot be re-created, appends fail retryably."""
+    async with Spool(_settings(small_fs)) as spool:
+        await _append_until_full(spool)
+    _fill(small_fs / "filler")
+    async with Spool(_settings(small_fs)) as spool:  # the open used the reserve
+        assert not spool.stats().reserve_present
+        with pytest.raises(RetryableError, match="nearly full"):
+            await spool.append(_batch(1000))
+        (small_fs / "filler").unlink()
+        blocks = await spool.read(None, max_blocks=40)
+        await spool.remove(*(block.block_id for block in blocks))
+        assert (await spool.append(_batch(1001))).accepted
+        assert spool.stats().reserve_present
