@@ -1,8 +1,8 @@
 """Durable, bounded disk spool between the MQTT source and the Kafka forwarder.
 
 The source appends a batch of records as one block and acknowledges the MQTT messages only after
-:meth:`Spool.append` returned; the forwarder reads blocks oldest first and removes each one only
-after Kafka acknowledged all of its records.
+:meth:`Spool.append` returned; the forwarder reads (and so leases) blocks oldest first and
+removes each one only after Kafka acknowledged all of its records.
 
 Invariants
 ----------
@@ -11,22 +11,38 @@ Invariants
    write-ahead log) and survives power loss; with ``durability="normal"`` (WAL,
    ``synchronous=NORMAL``) it survives a crash or ``kill -9`` of the process, but a power loss
    may roll back the last commits. ``normal`` syncs only at WAL checkpoints: faster, and
-   fewer flash writes.
+   fewer flash writes. A journal passed to ``append`` is committed in the same transaction.
 2. Blocks leave the spool only through ``remove`` (delivered), or as a drop counted with a
    :class:`DropReason` and reported as :class:`SpoolDropped` or :class:`SpoolQuarantined`:
    the overflow policy, expiry (``max_age_secs``), or corruption. Nothing is dropped silently.
-3. Block ids are integers that increase strictly in commit order and are never reused within a
+3. A block handed out by ``read`` is leased until ``remove`` or ``release_leases`` (or
+   ``close``). Expiry skips leased blocks. ``drop_oldest`` may delete a leased block to free
+   space, but counts it only if the lease is released: a leased block that is then removed was
+   delivered, so in-flight blocks are never counted as dropped.
+4. Block ids are integers that increase strictly in commit order and are never reused within a
    directory, even after the spool emptied (a high-water row keeps the next id). A stored block
    is never modified.
-4. ``read`` returns blocks in id order and never raises because of one bad block: a row that
+5. ``read`` returns blocks in id order and never raises because of one bad block: a row that
    fails its checks is copied to ``quarantine/``, deleted from the spool, reported, and reading
-   goes on with the next block.
-5. The spool's counters (blocks, records, bytes) match what is on disk; they are computed once at
-   open by reading every block's header, then kept in memory.
-6. Values are raw bytes stored inline in SQLite rows: nothing is ever pickled or unpickled and
+   goes on with the next block. Damaged block bytes are found there, when read (the CRC); open
+   quarantines only rows that are not the spool's (foreign keys, pickles, side files).
+6. The counters (blocks, records, bytes) match what is on disk. Open builds them with one SQL
+   query that reads each row's key and ``tag`` (never the block), into array columns of 32
+   bytes per block: no Python object per block, about 1.4 s and 32 MB for a million blocks.
+   ``stats()`` is O(1); removing the oldest blocks moves a head pointer, other removals leave
+   tombstones compacted in amortised O(1).
+7. Ages follow a monotonic clock: a wall-clock step neither expires fresh blocks nor keeps
+   old ones. A block from an earlier run starts at its wall-clock age at open (never negative).
+8. Values are raw bytes stored inline in SQLite rows: nothing is ever pickled or unpickled and
    no side files are written (see ``_disk``; CVE-2025-69872).
-7. One process per directory (``flock`` on ``lock``); all disk work runs on one worker thread,
+9. One process per directory (``flock`` on ``lock``); all disk work runs on one worker thread,
    in call order.
+10. Disk trouble never stops the caller: every SQLite or OS failure is a ``RetryableError``,
+    except a database SQLite calls corrupt or not a database (``PermanentError``) and a block
+    over ``MAX_BLOCK_BYTES``. A ``reserve`` file (``reserve_bytes``) is given back to the file
+    system when a remove, an expiry or the open fails for want of space, and re-created once
+    twice its size is free; appends wait while it is missing, so a disk the spool filled can
+    always be opened and drained.
 
 On-disk layout
 --------------
@@ -34,14 +50,22 @@ On-disk layout
 
     <directory>/                      mode 0700
       lock                            flock()ed by the process that has the spool open
+      reserve                         reserve_bytes pre-allocated (posix_fallocate), no data
       blocks/cache.db (-wal, -shm)    a diskcache Cache: eviction_policy="none", WAL
       quarantine/<id>-<reason>-<ms>.bin
                                       raw bytes of rows that failed their checks (mode 0600)
 
 In ``blocks/cache.db``, table ``Cache`` holds one row per block: ``key`` = block id (INTEGER,
-``raw=1``), ``mode=1`` (``MODE_RAW``), ``filename`` NULL, ``value`` = the block (BLOB). The row
-with key -1 holds the next block id as ``b"ESPM"`` + uint64, written whenever the newest block
-is deleted.
+``raw=1``), ``mode=1`` (``MODE_RAW``), ``filename`` NULL, ``value`` = the block (BLOB), and
+``tag`` = the block's index entry, 24 bytes ``<qqq``: created_at_ms, record_count, size_bytes
+(this version; rows of the previous version have ``tag`` NULL and are indexed from their
+header). Two reserved rows are never blocks: key -1 holds the next block id as ``b"ESPM"`` +
+uint64, written whenever the newest block is deleted; key -2 holds the last journal stored
+with ``append(..., journal=...)`` (raw bytes, at most ``MAX_JOURNAL_BYTES``).
+
+Compatibility: this version opens spools of the previous version (untagged rows). The previous
+version opens spools of this one and reads every block (it ignores the tag), but quarantines
+the journal row (key -2) as a foreign key: one ``foreign_key`` quarantine of 0 records.
 
 Block format (version 1, little-endian)
 ---------------------------------------
@@ -51,7 +75,7 @@ Block format (version 1, little-endian)
          0     4  magic          b"ESPB"
          4     1  version        1
          5     1  flags          0; no flag is defined, a block with any flag set is refused
-         6     8  created_at_ms  int64, when the block was encoded
+         6     8  created_at_ms  int64, wall clock when the block was encoded
         14     4  record_count   uint32
         18     4  payload_len    uint32, must equal len(block) - 26
         22     4  crc32          zlib.crc32 over bytes 0..21, then over the payload

@@ -1,6 +1,6 @@
 """The spool's in-memory index: one ``array`` column per field, no Python object per block.
 
-Blocks are kept in id order in five parallel columns (``ids``, ``wall_ms``, ``mono_ms``,
+Blocks are kept in id order in five parallel columns (``ids``, ``wall_ms``, ``born_ms``,
 ``records``, ``sizes``): 32 bytes per block, about 32 MB for a million blocks. A removed block
 becomes a tombstone (``sizes[i] == -1``) instead of being cut out of the middle of the arrays:
 
@@ -35,7 +35,8 @@ class BlockIndex:
     Attributes:
         ids: Block ids, strictly increasing (tombstones keep their id).
         wall_ms: Creation time written in each block's header (epoch milliseconds).
-        mono_ms: Creation time on the spool's monotonic clock (what expiry compares).
+        born_ms: Creation time on the spool's age clock (its monotonic clock, shifted to read
+            wall time at open); non-decreasing in id order. What expiry compares.
         records: Records in each block.
         sizes: Encoded size of each block in bytes, or :data:`TOMBSTONE`.
         head: Position of the oldest live block (``len(ids)`` when empty).
@@ -46,10 +47,10 @@ class BlockIndex:
 
     __slots__ = (
         "blocks",
+        "born_ms",
         "dead",
         "head",
         "ids",
-        "mono_ms",
         "records",
         "sizes",
         "total_bytes",
@@ -61,7 +62,7 @@ class BlockIndex:
         """Create an empty index."""
         self.ids = array("q")
         self.wall_ms = array("q")
-        self.mono_ms = array("q")
+        self.born_ms = array("q")
         self.records = array("i")
         self.sizes = array("i")
         self.head = 0
@@ -74,27 +75,27 @@ class BlockIndex:
         self,
         ids: array[int],
         wall_ms: array[int],
-        mono_ms: array[int],
+        born_ms: array[int],
         records: array[int],
         sizes: array[int],
     ) -> None:
         """Replace the content with columns of live blocks, ids strictly increasing."""
-        if not len(ids) == len(wall_ms) == len(mono_ms) == len(records) == len(sizes):
+        if not len(ids) == len(wall_ms) == len(born_ms) == len(records) == len(sizes):
             raise ValueError("Index columns must have the same length.")
-        self.ids, self.wall_ms, self.mono_ms = ids, wall_ms, mono_ms
+        self.ids, self.wall_ms, self.born_ms = ids, wall_ms, born_ms
         self.records, self.sizes = records, sizes
         self.head = self.dead = 0
         self.blocks = len(ids)
         self.total_records = sum(records)
         self.total_bytes = sum(sizes)
 
-    def append(self, block_id: int, wall_ms: int, mono_ms: int, records: int, size: int) -> None:
+    def append(self, block_id: int, wall_ms: int, born_ms: int, records: int, size: int) -> None:
         """Add a block newer than every block in the index."""
         if self.ids and block_id <= self.ids[-1]:
             raise ValueError(f"Block id {block_id} is not above the newest, {self.ids[-1]}.")
         self.ids.append(block_id)
         self.wall_ms.append(wall_ms)
-        self.mono_ms.append(mono_ms)
+        self.born_ms.append(born_ms)
         self.records.append(records)
         self.sizes.append(size)
         self.blocks += 1
@@ -189,9 +190,9 @@ class BlockIndex:
                 for source, target in zip(old, new, strict=True):
                     target.extend(source[pos:stop])
             pos = stop + 1
-        self.ids, self.wall_ms, self.mono_ms, self.records, self.sizes = new
+        self.ids, self.wall_ms, self.born_ms, self.records, self.sizes = new
         self.head = 0
         self.dead = 0
 
     def _columns(self) -> tuple[array[int], array[int], array[int], array[int], array[int]]:
-        return self.ids, self.wall_ms, self.mono_ms, self.records, self.sizes
+        return self.ids, self.wall_ms, self.born_ms, self.records, self.sizes

@@ -10,9 +10,11 @@ the index only after the SQLite transaction that makes them committed, then anno
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import fcntl
 import logging
+import operator
 import os
 import sqlite3
 import struct
@@ -20,6 +22,7 @@ import threading
 from array import array
 from collections import defaultdict
 from dataclasses import dataclass
+from itertools import accumulate, islice
 from types import MappingProxyType
 from typing import TYPE_CHECKING, ClassVar, Protocol, TypeVar, TypeVarTuple
 
@@ -170,6 +173,7 @@ class Store:
         self._lock = threading.Lock()
         self._index = BlockIndex()
         self._next_id = 1
+        self._age_offset_ms = 0
         self._journal = b""
         self._leased: set[int] = set()
         self._dropped_leased: dict[int, tuple[DropReason, int, int]] = {}
@@ -270,13 +274,14 @@ class Store:
                 extra={"blocks": found.old_format},
             )
         # Ages of blocks from an earlier run come from the wall clock (never negative); from
-        # here on they follow the monotonic clock.
-        mono_now = self._monotonic_ms()
-        offset = mono_now - self._clock_ms()
-        ages = map(offset.__add__, found.wall_ms)
-        mono_ms = array("q", (t if t < mono_now else mono_now for t in ages))  # noqa: FURB136  # min() costs twice as much per block
+        # here on they follow the monotonic clock. The index keeps creation times on the "age
+        # clock", the monotonic clock shifted to read wall time at open, so a block of an
+        # earlier run is simply its wall creation time, capped at now.
+        wall_now = self._clock_ms()
+        self._age_offset_ms = wall_now - self._monotonic_ms()
+        born_ms = _born_at_open(found.wall_ms, wall_now)
         with self._lock:
-            self._index.load(found.ids, found.wall_ms, mono_ms, found.records, found.sizes)
+            self._index.load(found.ids, found.wall_ms, born_ms, found.records, found.sizes)
         self._next_id = next_id
         return bad
 
@@ -368,12 +373,12 @@ class Store:
                 return AppendResult(accepted=False, block_id=None, size_bytes=size)
             victims = self._oldest_to_free(size)
         self._require_reserve()
-        mono_ms = self._monotonic_ms()
+        born_ms = self._age_clock_ms()
         with self._translated("append to the spool"):
             (block_id,) = self._insert([block], victims)
         with self._lock:
             dropped = self._forget_locked(victims, DropReason.SPOOL_FULL_DROP_OLDEST)
-            self._index.append(block_id, block.created_at_ms, mono_ms, block.records, size)
+            self._index.append(block_id, block.created_at_ms, born_ms, block.records, size)
         if block.journal is not None:
             self._journal = block.journal
         if dropped is not None:
@@ -387,13 +392,13 @@ class Store:
         Returns:
             The new block ids.
         """
-        mono_ms = self._monotonic_ms()
+        born_ms = self._age_clock_ms()
         with self._translated("append to the spool"):
             block_ids = self._insert(blocks, [])
         with self._lock:
             for block_id, block in zip(block_ids, blocks, strict=True):
                 self._index.append(
-                    block_id, block.created_at_ms, mono_ms, block.records, len(block.data)
+                    block_id, block.created_at_ms, born_ms, block.records, len(block.data)
                 )
         return block_ids
 
@@ -407,7 +412,7 @@ class Store:
             RetryableError: SQLite failed as a whole (not because of one block).
         """
         cache = self._open_cache_or_fail()
-        cutoff = self._expiry_cutoff_mono_ms()
+        cutoff = self._expiry_cutoff_ms()
         index = self._index
         blocks: list[SpoolBlock] = []
         expired: list[int] = []
@@ -419,7 +424,7 @@ class Store:
                 block_id = index.ids[pos]
                 if (
                     cutoff is not None
-                    and index.mono_ms[pos] < cutoff
+                    and index.born_ms[pos] < cutoff
                     and block_id not in self._leased
                 ):
                     expired.append(block_id)
@@ -500,14 +505,14 @@ class Store:
             RetryableError: SQLite or the file system failed; blocks dropped before the failure
                 stay dropped (and counted), the others stay.
         """
-        cutoff = self._expiry_cutoff_mono_ms()
+        cutoff = self._expiry_cutoff_ms()
         if cutoff is None:
             return 0
         index = self._index
         expired: list[int] = []
         for pos in index.live_after(None):
-            if index.mono_ms[pos] >= cutoff:
-                break  # creation times only grow with the id (see _load_index)
+            if index.born_ms[pos] >= cutoff:
+                break  # creation times never decrease with the id (see _load_index)
             if index.ids[pos] not in self._leased:
                 expired.append(index.ids[pos])
         dropped = 0
@@ -531,7 +536,7 @@ class Store:
             oldest = age = None
             if first >= 0:
                 oldest = index.wall_ms[first]
-                age = max(0, self._monotonic_ms() - index.mono_ms[first])
+                age = max(0, self._age_clock_ms() - index.born_ms[first])
             return SpoolStats(
                 blocks=index.blocks,
                 records=index.total_records,
@@ -576,11 +581,15 @@ class Store:
             needed -= index.sizes[pos]
         return victims
 
-    def _expiry_cutoff_mono_ms(self) -> int | None:
+    def _expiry_cutoff_ms(self) -> int | None:
         max_age_secs = self._settings.max_age_secs
         if max_age_secs == 0:
             return None
-        return self._monotonic_ms() - round(max_age_secs * 1000)
+        return self._age_clock_ms() - round(max_age_secs * 1000)
+
+    def _age_clock_ms(self) -> int:
+        """The monotonic clock, shifted to read the wall clock's time at open."""
+        return self._monotonic_ms() + self._age_offset_ms
 
     def _insert(self, blocks: Sequence[EncodedBlock], victims: list[int]) -> list[int]:
         """The one insert path: each block row carries its index entry in ``tag``."""
@@ -833,6 +842,22 @@ def _parse_meta(data: bytes) -> int:
             return int(next_id)
     _log.warning("Spool id high-water row is unreadable; it will be rewritten.")
     return 1
+
+
+def _born_at_open(wall_ms: array[int], wall_now: int) -> array[int]:
+    """Creation times on the age clock of blocks found at open: wall times, capped at now.
+
+    Made non-decreasing in id order (a block written after the wall clock went back counts as
+    young as its predecessor), so expiry can stop at the first young block. C-speed when the
+    wall times already are in order, the usual case.
+    """
+    if any(map(operator.gt, wall_ms, islice(wall_ms, 1, None))):
+        in_order = array("q", accumulate(wall_ms, max))
+    else:
+        in_order = array("q", wall_ms)
+    future = bisect.bisect_right(in_order, wall_now)
+    in_order[future:] = array("q", [wall_now]) * (len(in_order) - future)
+    return in_order
 
 
 def _merge(found: ScanResult, extra: list[tuple[int, int, int, int]]) -> ScanResult:

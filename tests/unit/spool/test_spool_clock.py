@@ -72,3 +72,25 @@ async def test_spool_read_expiry_uses_the_monotonic_clock(open_spool, make_batch
     await spool.append(make_batch(0, 10))
     clock.step_wall(_HOUR_MS)
     assert [block.block_id for block in await spool.read()] == [1]
+
+
+async def test_spool_blocks_written_across_a_backward_step_expire_in_id_order(
+    open_spool, make_batch, clock
+):
+    """At open, a block stamped before its predecessor counts as old as that one, no older."""
+    spool = await open_spool(max_age_secs=60)
+    await spool.append(make_batch(0, 1))
+    clock.step_wall(-_HOUR_MS)
+    await spool.append(make_batch(1, 1))  # stamped an hour before block 1
+    clock.step_wall(_HOUR_MS + 10_000)
+    await spool.append(make_batch(2, 1))
+    await spool.close()
+
+    clock.now_ms += 20_000  # block 1 is 30 s old, block 2 too (not 1 h), block 3 is 20 s old
+    spool = await open_spool(max_age_secs=60)
+    assert spool.stats().oldest_age_ms == 30_000
+    clock.advance(30_000)
+    assert await spool.expire() == 0
+    clock.advance(1)
+    assert await spool.expire() == 2
+    assert [block.block_id for block in await spool.read()] == [3]

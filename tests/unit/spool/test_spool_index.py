@@ -22,7 +22,7 @@ def _live(index: BlockIndex) -> list[int]:
 def test_index_columns_are_arrays_without_objects_per_block():
     """Every column is an array of machine integers, whatever the number of blocks."""
     index = _filled(1000)
-    for column in (index.ids, index.wall_ms, index.mono_ms, index.records, index.sizes):
+    for column in (index.ids, index.wall_ms, index.born_ms, index.records, index.sizes):
         assert isinstance(column, array)
         assert len(column) == 1000
 
