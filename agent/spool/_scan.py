@@ -2,11 +2,14 @@
 
 Every block row written by this version carries its index entry in the ``tag`` column
 (:data:`TAG`: creation time, record count and size, 24 bytes), so opening the spool reads the
-keys and tags only. Rows written by the previous version have no tag: for those the query
-returns the 26-byte block header (``substr(value, 1, 26)``) and the size is taken from it. The
-meta rows (negative keys) come back with their value. Everything else (a foreign key, a row
-that is not an inline raw BLOB, a header too short to be one) comes back as NULL and is
-inspected row by row, through diskcache's public API, by the caller.
+keys and tags only: the ``value`` column of a tagged row is not even looked at (testing its
+type alone costs 40% of the scan), so a tagged row whose value is not a BLOB is refused when
+the block is read, like a damaged block. Rows written by the previous version have no tag: for
+those the query returns the 26-byte block header (``substr(value, 1, 26)``) and the size is
+taken from it. The meta rows (negative keys) come back with their value. Everything else (a
+foreign key, a row that is not stored as an inline raw value, a header too short to be one)
+comes back as the ``raw`` flag or NULL and is inspected row by row, through diskcache's public
+API, by the caller.
 
 diskcache has no public API for such a query: :func:`execute` is the one place that uses its
 private ``Cache._sql`` (the per-thread connection's ``execute``); a unit test fails if diskcache
@@ -37,17 +40,18 @@ _CHUNK_ROWS = 4096
 SCAN_QUERY = (
     "SELECT key, CASE"  # noqa: S608  # built from constants only
     " WHEN typeof(key) != 'integer' OR raw IS NOT 1 THEN ifnull(raw, 0)"
-    " WHEN NOT (mode = 1 AND filename IS NULL AND typeof(value) = 'blob') THEN NULL"
-    " WHEN key < 0 THEN value"
+    " WHEN NOT (mode = 1 AND filename IS NULL) THEN NULL"
+    " WHEN key < 0 AND typeof(value) = 'blob' THEN value"
     f" WHEN key > 0 AND typeof(tag) = 'blob' AND length(tag) = {TAG.size} THEN tag"
-    f" WHEN key > 0 AND tag IS NULL AND length(value) >= {HEADER_SIZE}"
+    f" WHEN key > 0 AND tag IS NULL AND typeof(value) = 'blob' AND length(value) >= {HEADER_SIZE}"
     f" THEN substr(value, 1, {HEADER_SIZE})"
     " END FROM Cache ORDER BY rowid"
 )
 """The one query, one ``(key, column)`` per row in insertion order. ``column`` is the ``raw``
-flag (an int) for a key the spool cannot have written, NULL for an int-keyed row that is not an
-inline raw BLOB (or too short to hold a header), the value of a meta row, the tag of a block row
-of this version, or the header of a block row of the previous version."""
+flag (an int) for a key the spool cannot have written; NULL for an int-keyed row not stored as
+an inline raw value (mode, side file), an untagged one too short to hold a header, or a meta
+row that is not a BLOB; the value of a meta row; the tag of a block row of this version; or
+the header of a block row of the previous version."""
 
 
 def execute(cache: Cache, query: str, params: tuple[object, ...] = ()) -> sqlite3.Cursor:

@@ -148,3 +148,18 @@ async def test_spool_oversized_journal_is_refused(open_spool, make_batch):
     with pytest.raises(PermanentError, match="journal"):
         await spool.append(make_batch(0, 1), journal=bytes(MAX_JOURNAL_BYTES + 1))
     assert spool.stats().blocks == 0
+
+
+async def test_spool_tagged_row_with_a_non_blob_value_is_refused_at_read(
+    open_spool, make_batch, sql, events
+):
+    """A tagged row whose value is not a BLOB indexes at open but is quarantined when read."""
+    spool = await open_spool()
+    await spool.append(make_batch(0, 5))
+    await spool.append(make_batch(5, 5))
+    await spool.close()
+    sql("UPDATE Cache SET value = 12345 WHERE key = 1")
+    spool = await open_spool()
+    assert spool.stats().blocks == 2
+    assert [b.block_id for b in await spool.read()] == [2]
+    assert [(e.block_id, e.reason) for e in events] == [(1, QuarantineReason.REFUSED_ROW)]
