@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Self, TypeVar, TypeVarTuple
 
 from agent.errors import PermanentError
-from agent.spool._store import EncodedBlock, Store
+from agent.spool._store import EXPIRE_CHUNK, EncodedBlock, Store
 from agent.spool._types import AppendResult, SpoolEvent, SpoolStats
 
 if TYPE_CHECKING:
@@ -295,7 +295,8 @@ class Spool:
         """Drop every block older than ``max_age_secs`` that is not leased; call it periodically.
 
         Ages are monotonic: a wall-clock step does not age blocks. A leased block is skipped; if
-        it is released rather than removed, the next call drops it.
+        it is released rather than removed, the next call drops it. Works in transactions of
+        ``EXPIRE_CHUNK`` blocks, letting appends and reads run in between.
 
         Returns:
             How many blocks were dropped (each reported with reason ``expired``).
@@ -305,7 +306,10 @@ class Spool:
                 reserve and retries); what was dropped before the failure is counted.
             PermanentError: The spool is not open.
         """
-        return await self._run(self._store.expire)
+        dropped = 0
+        while (chunk := await self._run(self._store.expire, EXPIRE_CHUNK)) == EXPIRE_CHUNK:
+            dropped += chunk
+        return dropped + chunk
 
     def stats(self) -> SpoolStats:
         """Return the in-memory counters; never touches the disk or blocks on it."""

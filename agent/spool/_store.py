@@ -70,8 +70,9 @@ MAX_JOURNAL_BYTES = 4 * 1024**2
 """Hard bound on the journal stored with a block."""
 _META = struct.Struct("<4sQ")
 _META_MAGIC = b"ESPM"
-_DELETE_CHUNK = 4096
-"""Blocks deleted per transaction by expiry, so a huge expiry never needs a huge WAL."""
+EXPIRE_CHUNK = 4096
+"""Blocks expired per transaction, so a huge expiry neither needs a huge WAL nor holds the
+worker thread for long."""
 _CACHE_SETTINGS: dict[str, object] = {
     "eviction_policy": "none",  # never cull: the spool enforces its own limit and counts drops
     "size_limit": 2**62,  # unused with eviction_policy="none"; huge in case a default changes
@@ -492,18 +493,18 @@ class Store:
         for reason, (records, size_bytes) in totals.items():
             self._count_drop(reason, records, size_bytes)
 
-    def expire(self) -> int:
-        """Drop every block older than ``max_age_secs`` (monotonic age) that is not leased.
+    def expire(self, max_blocks: int = EXPIRE_CHUNK) -> int:
+        """Drop up to ``max_blocks`` blocks older than ``max_age_secs`` that are not leased.
 
-        Leased blocks are skipped: if the forwarder removes them they were delivered; if it
-        releases them they are expired by the next call.
+        Ages are monotonic. Leased blocks are skipped: if the forwarder removes them they were
+        delivered; if it releases them a later call drops them. One transaction; the caller
+        repeats while the result equals ``max_blocks``, so other work interleaves.
 
         Returns:
             How many blocks were dropped.
 
         Raises:
-            RetryableError: SQLite or the file system failed; blocks dropped before the failure
-                stay dropped (and counted), the others stay.
+            RetryableError: SQLite or the file system failed; nothing was dropped.
         """
         cutoff = self._expiry_cutoff_ms()
         if cutoff is None:
@@ -511,16 +512,11 @@ class Store:
         index = self._index
         expired: list[int] = []
         for pos in index.live_after(None):
-            if index.born_ms[pos] >= cutoff:
+            if index.born_ms[pos] >= cutoff or len(expired) >= max_blocks:
                 break  # creation times never decrease with the id (see _load_index)
             if index.ids[pos] not in self._leased:
                 expired.append(index.ids[pos])
-        dropped = 0
-        for start in range(0, len(expired), _DELETE_CHUNK):
-            dropped += self._drop(
-                expired[start : start + _DELETE_CHUNK], DropReason.EXPIRED, strict=True
-            )
-        return dropped
+        return self._drop(expired, DropReason.EXPIRED, strict=True)
 
     def journal(self) -> bytes:
         """The journal stored with the newest block that had one (``b""`` if none)."""

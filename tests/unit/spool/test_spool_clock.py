@@ -94,3 +94,18 @@ async def test_spool_blocks_written_across_a_backward_step_expire_in_id_order(
     clock.advance(1)
     assert await spool.expire() == 2
     assert [block.block_id for block in await spool.read()] == [3]
+
+
+async def test_spool_expire_works_in_chunks_and_drops_everything_old(
+    open_spool, make_batch, clock, events, monkeypatch
+):
+    """A large expiry runs in several transactions, one event each, and drops every old block."""
+    monkeypatch.setattr("agent.spool._spool.EXPIRE_CHUNK", 3)
+    spool = await open_spool(max_age_secs=1)
+    for i in range(8):
+        await spool.append(make_batch(i, 1))
+    clock.advance(1_001)
+    await spool.append(make_batch(8, 1))
+    assert await spool.expire() == 8
+    assert [e.records for e in events] == [3, 3, 2]
+    assert [block.block_id for block in await spool.read()] == [9]
