@@ -10,11 +10,11 @@ import diskcache
 import pytest
 
 from agent.errors import PermanentError
-from agent.spool import MAX_JOURNAL_BYTES, DropReason, QuarantineReason
+from agent.spool import MAX_JOURNAL_BYTES, DropReason, QuarantineReason, SpoolSettings
 from agent.spool._disk import BytesOnlyDisk
 from agent.spool._format import encode_block
 from agent.spool._scan import SCAN_QUERY, TAG, execute, scan
-from agent.spool._store import _CACHE_SETTINGS, BLOCKS_DIR, JOURNAL_KEY, META_KEY
+from agent.spool._store import _CACHE_SETTINGS, BLOCKS_DIR, JOURNAL_KEY, META_KEY, Store
 
 
 def _old_version_cache(spool_dir):
@@ -163,3 +163,36 @@ async def test_spool_tagged_row_with_a_non_blob_value_is_refused_at_read(
     assert spool.stats().blocks == 2
     assert [b.block_id for b in await spool.read()] == [2]
     assert [(e.block_id, e.reason) for e in events] == [(1, QuarantineReason.REFUSED_ROW)]
+
+
+class _QuietListener:
+    def event(self, event):
+        pass
+
+    def data_added(self):
+        pass
+
+    def space_freed(self):
+        pass
+
+
+def test_spool_open_indexes_with_one_query(tmp_path, make_batch):
+    """Indexing a spool of tagged blocks runs exactly one statement on the Cache table."""
+    settings = SpoolSettings(directory=tmp_path / "spool")
+    store = Store(settings, lambda: 0, lambda: 0)
+    store.open(_QuietListener())
+    for i in range(20):
+        store.append(make_batch(i, 1))
+    store.close()
+
+    store = Store(settings, lambda: 0, lambda: 0)
+    cache = store._open_cache()
+    statements: list[str] = []
+    cache._con.set_trace_callback(statements.append)
+    store._cache = cache
+    try:
+        assert store._load_index(cache) == []
+        assert store._index.blocks == 20
+    finally:
+        store.close()
+    assert [s for s in statements if "Cache" in s] == [SCAN_QUERY]
