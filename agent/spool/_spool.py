@@ -77,8 +77,18 @@ class Spool:
     All disk work runs on one dedicated worker thread in call order; the event loop only waits.
     ``on_event`` is called on the event loop (never on the worker thread) with every
     :class:`~agent.spool.SpoolDropped` and :class:`~agent.spool.SpoolQuarantined`, before the
-    call that caused it returns; it must not raise or block. ``clock_ms`` (epoch milliseconds) is
-    used for block creation times and expiry, and is called on the worker thread.
+    call that caused it returns; it must not raise or block.
+
+    Clocks: ``clock_ms`` (wall clock, epoch milliseconds) gives the creation time written in
+    each block and, at open, the age of blocks from an earlier run (never negative);
+    ``monotonic_ms`` gives every age after that, so expiry is immune to wall-clock steps. Both
+    are called on the worker thread, ``monotonic_ms`` also by :meth:`stats`.
+
+    Leases: :meth:`read` leases the blocks it returns to the caller (the forwarder).
+    :meth:`remove` ends a lease as delivered; :meth:`release_leases` (and :meth:`close`) end
+    all of them as abandoned. ``drop_oldest`` may still delete a leased block to free space, but
+    that drop is counted and reported only when the lease is released, never when the block is
+    removed: then it was delivered. Expiry skips leased blocks.
 
     Example::
 
@@ -121,7 +131,7 @@ class Spool:
     async def open(self) -> None:
         """Lock the directory, open the database and index what is stored.
 
-        One SQL query reads every row's key and index entry (not the blocks: about 1 s per
+        One SQL query reads every row's key and index entry, never a block (about 1.3 s per
         million blocks, see ``bench/spool_bench.py``). Rows that are not the spool's (foreign
         keys, pickles) are quarantined and reported before this returns; blocks with damaged
         bytes are found when read. Works on a full disk as long as the reserve file
