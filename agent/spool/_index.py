@@ -7,9 +7,10 @@ becomes a tombstone (``sizes[i] == -1``) instead of being cut out of the middle 
 - ``head`` is the position of the oldest live block; removing it (the common case: delivery
   and expiry remove the oldest blocks) only moves ``head`` forward;
 - tombstones at the end are popped at once, so ``ids[-1]`` is always the newest live block;
-- the dead prefix is cut off once it is at least half of the arrays, and tombstones in the
-  middle are squeezed out once there are as many as live blocks: both cost O(n) but happen only
-  after O(n) removals, so every removal is O(log n) amortised and nothing is rebuilt per call.
+- :meth:`BlockIndex.compaction` cuts the dead prefix once it is at least half of the arrays,
+  and squeezes out tombstones once there are as many as live blocks: O(n) work, but only after
+  O(n) removals, so every removal is O(log n) amortised and nothing is rebuilt per call. The
+  owner computes it without holding its lock and swaps it in with :meth:`BlockIndex.install`.
 
 Not thread-safe: the owner serialises changes and reads (see ``Store``).
 """
@@ -22,6 +23,9 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
+
+    Columns = tuple[array[int], array[int], array[int], array[int], array[int]]
+    """ids, wall_ms, born_ms, records, sizes."""
 
 TOMBSTONE = -1
 """``sizes`` value of a removed block."""
@@ -158,26 +162,46 @@ class BlockIndex:
         return records, size_bytes
 
     def _reclaim(self) -> None:
-        """Skip or drop tombstones at both ends, and compact when that pays off."""
+        """Skip tombstones at the head, pop them at the tail; O(1) amortised."""
         ids, sizes = self.ids, self.sizes
         while self.head < len(ids) and sizes[self.head] == TOMBSTONE:
             self.head += 1
             self.dead -= 1
-        while len(ids) > self.head and sizes[-1] == TOMBSTONE:
+        if self.head == len(ids):  # empty: give the memory back at once
+            for column in self._columns():
+                del column[:]
+            self.head = 0
+            return
+        while sizes[-1] == TOMBSTONE:  # the head is live, so this stops there at the latest
             for column in self._columns():
                 del column[-1]
             self.dead -= 1
-        if self.dead >= _MIN_SQUEEZE and self.dead >= self.blocks:
-            self._squeeze()
-        elif self.head >= _MIN_PREFIX_CUT and 2 * self.head >= len(ids):
-            for column in self._columns():
-                del column[: self.head]
-            self.head = 0
 
-    def _squeeze(self) -> None:
+    def compaction(self) -> Columns | None:
+        """New columns without the dead prefix and tombstones, when that is due; else None.
+
+        Due when the dead prefix is at least half the arrays, or the tombstones are at least as
+        many as the live blocks: O(n) work after O(n) removals. Reads the index without changing
+        it, so the owner can run it without its lock and :meth:`install` the result under it.
+        """
+        if self.dead >= _MIN_SQUEEZE and self.dead >= self.blocks:
+            return self._squeezed()
+        if self.head >= _MIN_PREFIX_CUT and 2 * self.head >= len(self.ids):
+            head = self.head
+            ids, wall_ms, born_ms, records, sizes = self._columns()
+            return ids[head:], wall_ms[head:], born_ms[head:], records[head:], sizes[head:]
+        return None
+
+    def install(self, columns: Columns) -> None:
+        """Replace the columns with the result of :meth:`compaction` (nothing changed since)."""
+        self.ids, self.wall_ms, self.born_ms, self.records, self.sizes = columns
+        self.head = 0
+        self.dead = 0
+
+    def _squeezed(self) -> Columns:
         """Copy the live runs between tombstones into fresh columns (C-speed slices)."""
         old = self._columns()
-        new = tuple(array(column.typecode) for column in old)
+        new = (array("q"), array("q"), array("q"), array("i"), array("i"))
         sizes = self.sizes
         end = len(sizes)
         pos = self.head
@@ -190,9 +214,7 @@ class BlockIndex:
                 for source, target in zip(old, new, strict=True):
                     target.extend(source[pos:stop])
             pos = stop + 1
-        self.ids, self.wall_ms, self.born_ms, self.records, self.sizes = new
-        self.head = 0
-        self.dead = 0
+        return new
 
-    def _columns(self) -> tuple[array[int], array[int], array[int], array[int], array[int]]:
+    def _columns(self) -> Columns:
         return self.ids, self.wall_ms, self.born_ms, self.records, self.sizes

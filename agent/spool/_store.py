@@ -380,6 +380,7 @@ class Store:
         with self._lock:
             dropped = self._forget_locked(victims, DropReason.SPOOL_FULL_DROP_OLDEST)
             self._index.append(block_id, block.created_at_ms, born_ms, block.records, size)
+        self._compact_index()
         if block.journal is not None:
             self._journal = block.journal
         if dropped is not None:
@@ -473,6 +474,7 @@ class Store:
             self._with_reserve("remove delivered blocks from the spool", self._delete, present)
             with self._lock:
                 self._index.remove(present)
+            self._compact_index()
         delivered_after_drop = 0
         for block_id in wanted:
             self._leased.discard(block_id)
@@ -633,6 +635,7 @@ class Store:
                 return 0
         with self._lock:
             dropped = self._forget_locked(block_ids, reason)
+        self._compact_index()
         if dropped is not None:
             self._count_drop(reason, *dropped)
         self._after_space_freed()
@@ -681,6 +684,13 @@ class Store:
                 "reserve; free disk space or let the forwarder drain the spool."
             )
 
+    def _compact_index(self) -> None:
+        """Compact the index when due: built without the lock, swapped in under it."""
+        columns = self._index.compaction()
+        if columns is not None:
+            with self._lock:
+                self._index.install(columns)
+
     def _after_space_freed(self) -> None:
         if not self._reserve.restore() and self._settings.reserve_bytes > 0:
             # Deleted pages return to the file system only when a checkpoint copies the
@@ -728,6 +738,7 @@ class Store:
                 self._dropped_bytes[DropReason.CORRUPT] += size_bytes
                 self._quarantined_blocks += 1
                 events.append(SpoolQuarantined(block_id, row.reason, records, size_bytes, detail))
+        self._compact_index()
         for event in events:
             self._listener.event(event)
         self._listener.space_freed()

@@ -15,6 +15,14 @@ def _filled(count: int) -> BlockIndex:
     return index
 
 
+def _remove(index: BlockIndex, block_ids: list[int]) -> None:
+    """Remove as the store does: tombstones, then the compaction when one is due."""
+    index.remove(block_ids)
+    columns = index.compaction()
+    if columns is not None:
+        index.install(columns)
+
+
 def _live(index: BlockIndex) -> list[int]:
     return [index.ids[pos] for pos in index.live_after(None)]
 
@@ -31,7 +39,7 @@ def test_index_prefix_removal_moves_the_head_and_cuts_the_dead_prefix():
     """Removing the oldest blocks one by one keeps totals exact and eventually drops the prefix."""
     index = _filled(20_000)
     for block_id in range(1, 12_001):
-        index.remove([block_id])
+        _remove(index, [block_id])
     assert index.blocks == 8000
     assert _live(index) == list(range(12_001, 20_001))
     assert len(index.ids) < 20_000  # the dead prefix was cut, not kept forever
@@ -48,7 +56,7 @@ def test_index_arbitrary_removals_match_a_reference_list():
     next_id = 5001
     for _ in range(300):
         victims = rng.sample(range(1, next_id + 10), 40)
-        index.remove(victims)
+        _remove(index, victims)
         gone = set(victims)
         reference = [b for b in reference if b not in gone]
         for _ in range(rng.randrange(10)):
@@ -65,9 +73,9 @@ def test_index_arbitrary_removals_match_a_reference_list():
 def test_index_removing_the_newest_exposes_the_previous_one():
     """After the newest blocks go, last_id names the newest live block."""
     index = _filled(10)
-    index.remove([10, 9, 7])
+    _remove(index, [10, 9, 7])
     assert index.last_id() == 8
-    index.remove([8])
+    _remove(index, [8])
     assert index.last_id() == 6
     assert [index.ids[p] for p in index.live_after(5)] == [6]
 
@@ -75,6 +83,28 @@ def test_index_removing_the_newest_exposes_the_previous_one():
 def test_index_live_after_starts_past_the_cursor():
     """live_after(cursor) yields only blocks with larger ids, skipping removed ones."""
     index = _filled(10)
-    index.remove([4, 5])
+    _remove(index, [4, 5])
     assert [index.ids[p] for p in index.live_after(3)] == [6, 7, 8, 9, 10]
     assert [index.ids[p] for p in index.live_after(10)] == []
+
+
+def test_index_compaction_leaves_the_index_unchanged_until_installed():
+    """compaction() only reads: the live view is the same before and after install()."""
+    index = _filled(10_000)
+    index.remove(list(range(1, 6001)))
+    before = _live(index)
+    columns = index.compaction()
+    assert columns is not None
+    assert _live(index) == before
+    index.install(columns)
+    assert _live(index) == before
+    assert len(index.ids) == 4000
+
+
+def test_index_emptied_gives_its_memory_back():
+    """Removing every block leaves empty columns, and appends work again."""
+    index = _filled(100)
+    _remove(index, list(range(1, 101)))
+    assert (len(index.ids), index.blocks, index.total_bytes, index.last_id()) == (0, 0, 0, None)
+    index.append(101, 0, 0, 1, 10)
+    assert _live(index) == [101]
