@@ -229,8 +229,9 @@ class Spool:
         Blocks come oldest first. Pass the id of the last block already taken (None for the
         start) so blocks in flight are not returned again. Every block returned is leased until
         :meth:`remove` or :meth:`release_leases`. Blocks older than ``max_age_secs`` are
-        dropped instead of returned (unless leased); unreadable ones are quarantined and skipped.
-        Returns an empty list when there is nothing.
+        dropped instead of returned (unless leased), at most ``EXPIRE_CHUNK`` per call: the
+        result can then be empty although later blocks exist, so call again (``wait_for_data``
+        returns at once). Unreadable blocks are quarantined and skipped.
 
         Raises:
             ValueError: ``max_blocks`` is below 1.

@@ -407,8 +407,9 @@ class Store:
     def read(self, after_block_id: int | None, max_blocks: int) -> list[SpoolBlock]:
         """Return and lease up to ``max_blocks`` blocks with ids above ``after_block_id``.
 
-        Expired blocks met on the way are dropped (unless leased), unreadable ones quarantined;
-        neither raises.
+        Expired blocks met on the way are dropped (unless leased; at most ``EXPIRE_CHUNK`` per
+        call, so the result may be empty while later blocks exist), unreadable ones
+        quarantined; neither raises.
 
         Raises:
             RetryableError: SQLite failed as a whole (not because of one block).
@@ -421,8 +422,8 @@ class Store:
         bad: list[_BadRow] = []
         with self._translated("read the spool"):
             for pos in index.live_after(after_block_id):
-                if len(blocks) >= max_blocks:
-                    break
+                if len(blocks) >= max_blocks or len(expired) >= EXPIRE_CHUNK:
+                    break  # a long run of expired blocks is dropped a chunk per call
                 block_id = index.ids[pos]
                 if (
                     cutoff is not None

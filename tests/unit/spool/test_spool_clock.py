@@ -109,3 +109,20 @@ async def test_spool_expire_works_in_chunks_and_drops_everything_old(
     assert await spool.expire() == 8
     assert [e.records for e in events] == [3, 3, 2]
     assert [block.block_id for block in await spool.read()] == [9]
+
+
+async def test_spool_read_drops_a_long_expired_run_a_chunk_per_call(
+    open_spool, make_batch, clock, monkeypatch
+):
+    """read() drops at most EXPIRE_CHUNK expired blocks per call, then returns the young ones."""
+    monkeypatch.setattr("agent.spool._store.EXPIRE_CHUNK", 3)
+    spool = await open_spool(max_age_secs=1)
+    for i in range(7):
+        await spool.append(make_batch(i, 1))
+    clock.advance(1_001)
+    await spool.append(make_batch(7, 1))
+    assert await spool.read() == []
+    assert spool.stats().blocks == 5
+    assert await spool.read() == []
+    assert [block.block_id for block in await spool.read()] == [8]
+    assert spool.stats().dropped_records[DropReason.EXPIRED] == 7
