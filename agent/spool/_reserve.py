@@ -34,6 +34,7 @@ class Reserve:
         self._path = path
         self._size_bytes = size_bytes
         self._present = False
+        self._warned = False
 
     @property
     def present(self) -> bool:
@@ -76,18 +77,29 @@ class Reserve:
         Returns:
             True when the reserve exists afterwards.
         """
-        if self._present or self._size_bytes <= 0:
+        if self._present or self._size_bytes <= 0 or self.short_of_space():
             return self._present
         try:
-            stats = os.statvfs(self._path.parent)
-            if stats.f_bavail * stats.f_frsize < 2 * self._size_bytes:
-                return False
             self._allocate()
         except OSError as exc:
-            _log.debug("Spool reserve not created; will retry.", extra={"error": str(exc)})
+            if exc.errno not in OUT_OF_SPACE and not self._warned:
+                self._warned = True
+                _log.warning(
+                    "Could not create the spool's disk-full reserve; the spool works without it "
+                    "but may not open or delete on a full disk.",
+                    extra={"path": str(self._path), "error": str(exc)},
+                )
             return False
         self._present = True
         return True
+
+    def short_of_space(self) -> bool:
+        """Whether the file system has less than twice the reserve free (False if unknown)."""
+        try:
+            stats = os.statvfs(self._path.parent)
+        except OSError:
+            return False
+        return stats.f_bavail * stats.f_frsize < 2 * self._size_bytes
 
     def _allocate(self) -> None:
         partial = self._path.with_name(self._path.name + ".new")

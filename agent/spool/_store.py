@@ -673,12 +673,14 @@ class Store:
         return (records, size_bytes) if records or size_bytes else None
 
     def _require_reserve(self) -> None:
-        """Refuse to add data while the reserve is missing and cannot be re-created.
+        """Refuse to add data while the reserve is missing for want of space.
 
         So the spool never fills a disk without its reserve in place, and a full disk it filled
-        can always be opened and drained.
+        can always be opened and drained. A reserve that cannot be created for another reason
+        (a file system without allocation support) does not stop appends.
         """
-        if self._settings.reserve_bytes > 0 and not self._reserve.restore():
+        reserve = self._reserve
+        if self._settings.reserve_bytes > 0 and not reserve.restore() and reserve.short_of_space():
             raise RetryableError(
                 f"The disk of {self._settings.directory} is nearly full: appends wait until "
                 f"{2 * self._settings.reserve_bytes} bytes are free so the spool can keep its "

@@ -7,6 +7,7 @@ root (CI runs as root).
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import sqlite3
 import subprocess
@@ -207,3 +208,20 @@ async def test_spool_appends_wait_for_the_reserve_to_be_restored(small_fs):
         await spool.remove(*(block.block_id for block in blocks))
         assert (await spool.append(_batch(1001))).accepted
         assert spool.stats().reserve_present
+
+
+async def test_spool_without_allocation_support_works_without_a_reserve(
+    open_spool, make_batch, monkeypatch, caplog
+):
+    """A file system that cannot pre-allocate leaves no reserve, with a warning; appends work."""
+
+    def unsupported(*_args):
+        raise OSError(errno.EOPNOTSUPP, "Operation not supported")
+
+    monkeypatch.setattr(os, "posix_fallocate", unsupported)
+    spool = await open_spool()
+    assert not spool.stats().reserve_present
+    assert "disk-full reserve" in caplog.text
+    assert (await spool.append(make_batch(0, 3))).accepted
+    assert (await spool.append(make_batch(3, 3))).accepted
+    assert caplog.text.count("disk-full reserve") == 1
