@@ -42,7 +42,8 @@ Invariants
     over ``MAX_BLOCK_BYTES``. A ``reserve`` file (``reserve_bytes``) is given back to the file
     system when a remove, an expiry or the open fails for want of space, and re-created once
     twice its size is free; appends wait while it is missing, so a disk the spool filled can
-    always be opened and drained.
+    always be opened and drained. Without a reserve (a disk filled by something else), the
+    spool opens read-only and becomes writable by itself once a write finds room.
 
 On-disk layout
 --------------

@@ -101,17 +101,7 @@ class BytesOnlyDisk(Disk):  # type: ignore[misc]  # diskcache ships no type info
             RefusedRowError: The row is anything else; nothing is deserialised or opened.
         """
         del read
-        if mode == MODE_RAW and filename is None and type(value) is bytes:
-            return value
-        if isinstance(value, bytes):
-            raw = value
-        elif isinstance(value, str):
-            raw = value.encode(errors="surrogateescape")
-        else:
-            raw = b""
-        where = f"side file {filename!r}" if filename is not None else "the row"
-        message = f"Refused a value of storage mode {mode} ({type(value).__name__}) in {where}."
-        raise RefusedRowError(message, raw)
+        return fetch_raw(mode, filename, value)
 
     def remove(self, file_path: str) -> None:
         """Delete a side file, but only one that lies inside the cache directory."""
@@ -119,3 +109,22 @@ class BytesOnlyDisk(Disk):  # type: ignore[misc]  # diskcache ships no type info
         full_path = (root / file_path).resolve()
         if full_path != root and full_path.is_relative_to(root):
             super().remove(file_path)
+
+
+def fetch_raw(mode: int, filename: str | None, value: object) -> bytes:
+    """The bytes of a row stored as an inline raw BLOB (``mode``, ``filename``, ``value`` columns).
+
+    Raises:
+        RefusedRowError: The row is anything else; nothing is deserialised or opened.
+    """
+    if mode == MODE_RAW and filename is None and type(value) is bytes:
+        return value
+    if isinstance(value, bytes):
+        raw = value
+    elif isinstance(value, str):
+        raw = value.encode(errors="surrogateescape")
+    else:
+        raw = b""
+    where = f"side file {filename!r}" if filename is not None else "the row"
+    message = f"Refused a value of storage mode {mode} ({type(value).__name__}) in {where}."
+    raise RefusedRowError(message, raw)

@@ -30,6 +30,7 @@ from agent.spool._format import HEADER_SIZE, BlockFormatError, parse_header
 
 if TYPE_CHECKING:
     import sqlite3
+    from collections.abc import Callable
 
     from diskcache import Cache
 
@@ -73,6 +74,7 @@ class ScanResult:
         suspects: Keys of rows to inspect one by one, in table order: block ids whose row is
             not an inline raw BLOB or whose header does not parse, and foreign keys.
         old_format: Rows indexed from their header (written by the previous version).
+        ids_seen: Highest block id among rows left unread (read-only open), for the next id.
     """
 
     ids: array[int] = field(default_factory=lambda: array("q"))
@@ -82,14 +84,19 @@ class ScanResult:
     meta: dict[int, bytes] = field(default_factory=dict)
     suspects: list[int | ForeignKey] = field(default_factory=list)
     old_format: int = 0
+    ids_seen: int = 0
 
 
-def scan(cache: Cache) -> ScanResult:
-    """Run :data:`SCAN_QUERY` and build the index columns; O(rows), C-speed for tagged rows."""
+def scan(run: Callable[[str], sqlite3.Cursor]) -> ScanResult:
+    """Run :data:`SCAN_QUERY` with ``run`` and build the index columns.
+
+    O(rows), C-speed for tagged rows. ``run`` executes a statement:
+    ``functools.partial(execute, cache)``, or a read-only connection's ``execute``.
+    """
     result = ScanResult()
     flat = array("q")  # created_at_ms, record_count, size_bytes per block, back to back
     ids = result.ids
-    cursor = execute(cache, SCAN_QUERY)
+    cursor = run(SCAN_QUERY)
     while rows := cursor.fetchmany(_CHUNK_ROWS):
         keys, columns = zip(*rows, strict=True)
         try:

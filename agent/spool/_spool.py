@@ -134,8 +134,10 @@ class Spool:
         One SQL query reads every row's key and index entry, never a block (about 1.3 s per
         million blocks, see ``bench/spool_bench.py``). Rows that are not the spool's (foreign
         keys, pickles) are quarantined and reported before this returns; blocks with damaged
-        bytes are found when read. Works on a full disk as long as the reserve file
-        (``reserve_bytes``) exists. After a failure, ``open`` may be called again.
+        bytes are found when read. Works on a full disk: the reserve file (``reserve_bytes``)
+        is released so the database can be opened; without one the spool opens read-only
+        (reads work, writes raise ``RetryableError`` until there is space, then it is writable
+        again by itself). After a failure, ``open`` may be called again.
 
         Raises:
             RetryableError: The directory is locked by another process, or SQLite or the file

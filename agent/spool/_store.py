@@ -30,7 +30,7 @@ from diskcache import Cache, Timeout
 
 from agent.errors import AgentError, PermanentError, RetryableError
 from agent.model import SpoolBlock
-from agent.spool._disk import BytesOnlyDisk, ForeignKey, RefusedRowError
+from agent.spool._disk import BytesOnlyDisk, ForeignKey, RefusedRowError, fetch_raw
 from agent.spool._format import BlockFormatError, decode_block, encode_block, verify_block
 from agent.spool._index import BlockIndex
 from agent.spool._reserve import OUT_OF_SPACE, Reserve
@@ -170,6 +170,7 @@ class Store:
         self._monotonic_ms = monotonic_ms
         self._listener: StoreListener = _NullListener()
         self._cache: Cache | None = None
+        self._read_only: sqlite3.Connection | None = None
         self._lock_fd: int | None = None
         self._lock = threading.Lock()
         self._index = BlockIndex()
@@ -208,15 +209,73 @@ class Store:
                 _make_private_dir(root / BLOCKS_DIR)
                 self._lock_fd = _lock_directory(root)
                 self._reserve.adopt()
-            self._cache = self._with_reserve("open the spool", self._open_cache)
+            self._open_database()
             with self._translated("index the spool"):
                 self._quarantine_bytes = _tree_size(root / QUARANTINE_DIR)
-                bad = self._load_index(self._cache)
+                bad = self._load_index()
         except BaseException:
             self.close()
             raise
         self._reserve.restore()
         self._quarantine(bad)
+
+    def _open_database(self) -> None:
+        """Open the Cache; on a full disk without a reserve, fall back to read-only.
+
+        diskcache writes its Settings on every open, which a full disk refuses. Read-only, the
+        spool indexes and reads blocks (so the forwarder can send them); the first write
+        (remove, expiry, append) opens the Cache again and fails retryably until there is space.
+        """
+        try:
+            self._cache = self._with_reserve("open the spool", self._open_cache)
+        except RetryableError as exc:
+            if not _out_of_space(exc.__cause__):
+                raise
+            with self._translated("open the spool read-only"):
+                self._read_only = _connect_read_only(self._settings.directory / BLOCKS_DIR)
+            _log.warning(
+                "Spool disk is full: opened read-only. Blocks are read and sent; deletes and "
+                "appends wait for free space. Free disk space.",
+                extra={"error": str(exc)},
+            )
+
+    def _writable_cache(self) -> Cache:
+        """The Cache for a write; after a read-only open, try to open it now."""
+        if self._cache is not None:
+            return self._cache
+        if self._read_only is None:
+            raise PermanentError("The spool is not open; open it before use.")
+        self._cache = self._open_cache()
+        with contextlib.suppress(sqlite3.Error):
+            self._read_only.close()
+        self._read_only = None
+        _log.info("Spool disk has room again: the spool is writable.")
+        return self._cache
+
+    def _run_query(self, query: str) -> sqlite3.Cursor:
+        if self._cache is not None:
+            return execute(self._cache, query)
+        if self._read_only is not None:
+            return self._read_only.execute(query)
+        raise PermanentError("The spool is not open; open it before use.")
+
+    def _get(self, key: int | ForeignKey) -> bytes | None:
+        """A row's bytes through diskcache, or the read-only connection (same checks).
+
+        Raises:
+            RefusedRowError: The row is not an inline raw BLOB.
+        """
+        if self._cache is not None:
+            data: bytes | None = self._cache.get(key)
+            return data
+        if self._read_only is None:
+            raise PermanentError("The spool is not open; open it before use.")
+        if not isinstance(key, int):
+            return None  # foreign rows are handled once the spool is writable
+        row = self._read_only.execute(
+            "SELECT mode, filename, value FROM Cache WHERE key = ? AND raw = 1", (key,)
+        ).fetchone()
+        return None if row is None else fetch_raw(*row)
 
     def _open_cache(self) -> Cache:
         return Cache(
@@ -240,6 +299,10 @@ class Store:
             with contextlib.suppress(sqlite3.Error):
                 self._cache.close()
             self._cache = None
+        if self._read_only is not None:
+            with contextlib.suppress(sqlite3.Error):
+                self._read_only.close()
+            self._read_only = None
         if self._lock_fd is not None:
             os.close(self._lock_fd)
             self._lock_fd = None
@@ -252,8 +315,8 @@ class Store:
         self._leased.clear()
         self._dropped_leased.clear()
 
-    def _load_index(self, cache: Cache) -> list[_BadRow]:
-        found = scan(cache)
+    def _load_index(self) -> list[_BadRow]:
+        found = scan(self._run_query)
         bad: list[_BadRow] = []
         next_id = 1
         for key, value in found.meta.items():
@@ -262,12 +325,13 @@ class Store:
             elif key == JOURNAL_KEY:
                 self._journal = value
             else:
-                bad.append(self._foreign_row(cache, key))
-        extra = self._inspect_suspects(cache, found, bad)
+                found.suspects.append(key)
+        extra = self._inspect_suspects(found, bad)
         if extra:
             found = _merge(found, extra)
         if found.ids:
             next_id = max(next_id, found.ids[-1] + 1)
+        next_id = max(next_id, found.ids_seen + 1)
         next_id = max([next_id, *(row.key + 1 for row in bad if isinstance(row.key, int))])
         if found.old_format:
             _log.info(
@@ -287,28 +351,33 @@ class Store:
         return bad
 
     def _inspect_suspects(
-        self, cache: Cache, found: ScanResult, bad: list[_BadRow]
+        self, found: ScanResult, bad: list[_BadRow]
     ) -> list[tuple[int, int, int, int]]:
-        """Read the rows the query could not index; return those that are valid blocks."""
+        """Read the rows the query could not index; return those that are valid blocks.
+
+        Read-only (full disk), the suspects stay where they are until a writable open; their
+        ids still count for the next block id.
+        """
         blocks: list[tuple[int, int, int, int]] = []
         for key in found.suspects:
             if key in {META_KEY, JOURNAL_KEY}:
                 _log.warning("Spool meta row is not raw bytes; ignored.", extra={"key": key})
-                continue
-            if not isinstance(key, int) or key <= 0:
-                bad.append(self._foreign_row(cache, key))
-                continue
-            entry_or_bad = self._index_row(cache, key)
-            if isinstance(entry_or_bad, _BadRow):
-                bad.append(entry_or_bad)
-            elif entry_or_bad is not None:
-                blocks.append((key, *entry_or_bad))
+            elif self._cache is None:
+                if isinstance(key, int):
+                    found.ids_seen = max(found.ids_seen, key)
+            elif not isinstance(key, int) or key <= 0:
+                bad.append(self._foreign_row(key))
+            else:
+                entry_or_bad = self._index_row(key)
+                if isinstance(entry_or_bad, _BadRow):
+                    bad.append(entry_or_bad)
+                elif entry_or_bad is not None:
+                    blocks.append((key, *entry_or_bad))
         return blocks
 
-    @staticmethod
-    def _index_row(cache: Cache, block_id: int) -> tuple[int, int, int] | _BadRow | None:
+    def _index_row(self, block_id: int) -> tuple[int, int, int] | _BadRow | None:
         try:
-            data: bytes | None = cache.get(block_id)
+            data = self._get(block_id)
         except RefusedRowError as exc:
             return _BadRow(block_id, QuarantineReason.REFUSED_ROW, str(exc), exc.raw)
         if data is None:
@@ -319,10 +388,9 @@ class Store:
             return _BadRow(block_id, exc.reason, str(exc), data)
         return header.created_at_ms, header.record_count, len(data)
 
-    @staticmethod
-    def _foreign_row(cache: Cache, key: int | ForeignKey) -> _BadRow:
+    def _foreign_row(self, key: int | ForeignKey) -> _BadRow:
         try:
-            data: bytes | None = cache.get(key)
+            data = self._get(key)
         except RefusedRowError as exc:
             data = exc.raw
         detail = f"Row key {key!r} is not a block id."
@@ -414,7 +482,8 @@ class Store:
         Raises:
             RetryableError: SQLite failed as a whole (not because of one block).
         """
-        cache = self._open_cache_or_fail()
+        if self._cache is None and self._read_only is None:
+            raise PermanentError("The spool is not open; open it before use.")
         cutoff = self._expiry_cutoff_ms()
         index = self._index
         blocks: list[SpoolBlock] = []
@@ -432,7 +501,7 @@ class Store:
                 ):
                     expired.append(block_id)
                     continue
-                block_or_bad = self._read_row(cache, block_id)
+                block_or_bad = self._read_row(block_id)
                 if isinstance(block_or_bad, _BadRow):
                     bad.append(block_or_bad)
                 else:
@@ -442,10 +511,9 @@ class Store:
         self._quarantine(bad)
         return blocks
 
-    @staticmethod
-    def _read_row(cache: Cache, block_id: int) -> SpoolBlock | _BadRow:
+    def _read_row(self, block_id: int) -> SpoolBlock | _BadRow:
         try:
-            data: bytes | None = cache.get(block_id)
+            data = self._get(block_id)
         except RefusedRowError as exc:
             return _BadRow(block_id, QuarantineReason.REFUSED_ROW, str(exc), exc.raw)
         if data is None:
@@ -558,11 +626,6 @@ class Store:
 
     # ------------------------------------------------------------------ internals
 
-    def _open_cache_or_fail(self) -> Cache:
-        if self._cache is None:
-            raise PermanentError("The spool is not open; open it before use.")
-        return self._cache
-
     def _fits(self, size: int) -> bool:
         # An empty spool takes any block, even one over max_size_bytes: waiting for more space
         # than the limit would never end.
@@ -592,7 +655,7 @@ class Store:
 
     def _insert(self, blocks: Sequence[EncodedBlock], victims: list[int]) -> list[int]:
         """The one insert path: each block row carries its index entry in ``tag``."""
-        cache = self._open_cache_or_fail()
+        cache = self._writable_cache()
         block_ids: list[int] = []
         journal: bytes | None = None
         with cache.transact():
@@ -615,7 +678,7 @@ class Store:
         return block_ids
 
     def _delete(self, keys: Sequence[int | ForeignKey]) -> None:
-        cache = self._open_cache_or_fail()
+        cache = self._writable_cache()
         block_ids = [key for key in keys if isinstance(key, int)]
         newest = self._index.last_id() or 0
         with cache.transact():
@@ -843,6 +906,11 @@ def _refuse_oversized(size: int) -> None:
             f"A spool block of {size} bytes is over the hard limit of {MAX_BLOCK_BYTES} bytes; "
             "append fewer or smaller records at a time."
         )
+
+
+def _connect_read_only(directory: Path) -> sqlite3.Connection:
+    uri = f"{(directory / 'cache.db').as_uri()}?mode=ro"
+    return sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
 
 
 def _parse_meta(data: bytes) -> int:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import logging
 import os
 import sqlite3
 import subprocess
@@ -225,3 +226,28 @@ async def test_spool_without_allocation_support_works_without_a_reserve(
     assert (await spool.append(make_batch(0, 3))).accepted
     assert (await spool.append(make_batch(3, 3))).accepted
     assert caplog.text.count("disk-full reserve") == 1
+
+
+@needs_root
+async def test_spool_full_disk_without_reserve_opens_read_only_and_recovers(small_fs, caplog):
+    """With no reserve, a full disk still opens (read-only): blocks are read; writes wait."""
+    caplog.set_level(logging.INFO, logger="agent.spool")
+    settings = _settings(small_fs).model_copy(update={"reserve_bytes": 0})
+    (small_fs / "ballast").write_bytes(bytes(_MIB))  # what an operator frees later
+    async with Spool(settings) as spool:
+        stored = await _append_until_full(spool)
+    _fill(small_fs / "filler")
+
+    async with Spool(settings) as spool:
+        assert "opened read-only" in caplog.text
+        assert spool.stats().blocks == stored
+        blocks = await spool.read(None, max_blocks=stored)
+        assert len(blocks) == stored
+        with pytest.raises(RetryableError, match="free disk space"):
+            await spool.remove(blocks[0].block_id)
+        (small_fs / "ballast").unlink()
+        assert await spool.remove(*(block.block_id for block in blocks)) == stored
+        assert "writable" in caplog.text
+        assert (await spool.append(_batch(10_000))).block_id == stored + 1
+    async with Spool(settings) as spool:
+        assert [b.block_id for b in await spool.read()] == [stored + 1]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import inspect
 import sqlite3
 import struct
@@ -43,7 +44,7 @@ def test_spool_scan_relies_on_diskcache_private_sql_and_schema(tmp_path):
         tag = TAG.pack(1_700_000_000_000, 3, 99)
         cache.add(7, b"x" * 99, tag=tag)
         assert execute(cache, SCAN_QUERY).fetchall() == [(7, tag)]
-        found = scan(cache)
+        found = scan(functools.partial(execute, cache))
         assert (list(found.ids), list(found.wall_ms), list(found.records), list(found.sizes)) == (
             [7],
             [1_700_000_000_000],
@@ -191,7 +192,7 @@ def test_spool_open_indexes_with_one_query(tmp_path, make_batch):
     cache._con.set_trace_callback(statements.append)
     store._cache = cache
     try:
-        assert store._load_index(cache) == []
+        assert store._load_index() == []
         assert store._index.blocks == 20
     finally:
         store.close()
