@@ -234,8 +234,8 @@ class Store:
             with self._translated("open the spool read-only"):
                 self._read_only = _connect_read_only(self._settings.directory / BLOCKS_DIR)
             _log.warning(
-                "Spool disk is full: opened read-only. Blocks are read and sent; deletes and "
-                "appends wait for free space. Free disk space.",
+                "Spool disk is full, so it opened read-only: blocks are sent, but deletes and "
+                "appends wait until disk space is freed.",
                 extra={"error": str(exc)},
             )
 
@@ -833,7 +833,7 @@ class Store:
             if not _out_of_space(exc.__cause__) or not self._reserve.release():
                 raise
             _log.warning(
-                "Spool disk is full; released the reserve file to keep working. Free disk space.",
+                "Spool disk is full: released the reserve file to keep working; free disk space.",
                 extra={"action": action, "reserve_bytes": self._settings.reserve_bytes},
             )
         with self._translated(action):
