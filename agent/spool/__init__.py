@@ -28,7 +28,7 @@ Invariants
    quarantines only rows that are not the spool's (foreign keys, pickles, side files).
 6. The counters (blocks, records, bytes) match what is on disk. Open builds them with one SQL
    query that reads each row's key and ``tag`` (never the block), into array columns of 32
-   bytes per block: no Python object per block, about 1.4 s and 32 MB for a million blocks.
+   bytes per block: no Python object per block, about 0.9 s and 32 MB for a million blocks.
    ``stats()`` is O(1); removing the oldest blocks moves a head pointer, other removals leave
    tombstones compacted in amortised O(1).
 7. Ages follow a monotonic clock: a wall-clock step neither expires fresh blocks nor keeps

@@ -131,7 +131,7 @@ class Spool:
     async def open(self) -> None:
         """Lock the directory, open the database and index what is stored.
 
-        One SQL query reads every row's key and index entry, never a block (about 1.3 s per
+        One SQL query reads every row's key and index entry, never a block (about 0.9 s per
         million blocks, see ``bench/spool_bench.py``). Rows that are not the spool's (foreign
         keys, pickles) are quarantined and reported before this returns; blocks with damaged
         bytes are found when read. Works on a full disk: the reserve file (``reserve_bytes``)
