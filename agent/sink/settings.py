@@ -121,6 +121,37 @@ class KafkaSettings(BaseModel):
         json_schema_extra={"reload": "restart"},
     )
 
+    stop_timeout_secs: float = Field(
+        default=5.0,
+        gt=0,
+        le=60,
+        description=(
+            "How long a producer being replaced may take to stop before it is shut down by "
+            "force (sender cancelled, connections closed)."
+        ),
+        json_schema_extra={"reload": "restart"},
+    )
+    dlq_max_payload_bytes: int = Field(
+        default=64 * 1024,
+        ge=0,
+        description=(
+            "A record Kafka refuses for good goes to the dead-letter topic with its payload cut "
+            "to this size (plus original-size and payload-sha256 headers). Must be well under "
+            "max_request_size_bytes."
+        ),
+        json_schema_extra={"reload": "restart"},
+    )
+    topic_missing_grace_secs: float = Field(
+        default=60.0,
+        gt=0,
+        description=(
+            "How long a topic may be missing from the cluster's metadata (while other topics "
+            "answer) before its records are settled as topic_missing. While no broker answers "
+            "at all nothing is settled."
+        ),
+        json_schema_extra={"reload": "restart"},
+    )
+
     @field_validator("bootstrap_servers")
     @classmethod
     def _servers_are_host_port(cls, value: str) -> str:
@@ -141,6 +172,8 @@ class KafkaSettings(BaseModel):
                 raise ValueError("SASL needs sasl_password or sasl_password_file")
         if self.sasl_password is not None and self.sasl_password_file is not None:
             raise ValueError("set sasl_password or sasl_password_file, not both")
+        if self.dlq_max_payload_bytes > self.max_request_size_bytes // 2:
+            raise ValueError("dlq_max_payload_bytes must be at most half of max_request_size_bytes")
         if (self.ssl_cert_file is None) != (self.ssl_key_file is None):
             raise ValueError("ssl_cert_file and ssl_key_file go together")
         return self

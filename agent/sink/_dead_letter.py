@@ -1,0 +1,53 @@
+"""The dead-letter copy of a record Kafka refused for good.
+
+The copy goes to the DLQ topic with the original key, timestamp and headers, the payload cut to
+``kafka.dlq_max_payload_bytes`` (``original-size`` and ``payload-sha256`` say what was cut, see
+:func:`agent.pipeline.bounded_payload`), and ``dlq-reason`` / ``dlq-detail``. It never exceeds
+the producer's request size: the payload is cut further when key and headers are large, and no
+copy is made when even an empty payload would not fit.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Final
+
+from agent.model import Record
+from agent.pipeline import (
+    HEADER_DLQ_DETAIL,
+    HEADER_DLQ_REASON,
+    HEADER_ORIGINAL_SIZE,
+    HEADER_PAYLOAD_SHA256,
+    bounded_payload,
+)
+
+if TYPE_CHECKING:
+    from agent.sink._faults import SettleReason
+
+_REPLACED: Final = frozenset(
+    {HEADER_DLQ_REASON, HEADER_DLQ_DETAIL, HEADER_ORIGINAL_SIZE, HEADER_PAYLOAD_SHA256}
+)
+_SIZE_MARGIN_BYTES: Final = 1024  # record batch framing and the two cut headers
+_MAX_DETAIL_BYTES: Final = 512
+
+
+def dead_letter_copy(  # noqa: PLR0913 - every argument is a separate fact of the copy
+    record: Record,
+    *,
+    topic: str,
+    reason: SettleReason,
+    detail: str,
+    max_payload_bytes: int,
+    max_request_bytes: int,
+) -> Record | None:
+    """Return the DLQ copy of ``record``, or None when no copy can fit a request."""
+    headers = tuple((k, v) for k, v in record.headers if k not in _REPLACED)
+    tail = (
+        (HEADER_DLQ_REASON, reason.value.encode("ascii")),
+        (HEADER_DLQ_DETAIL, detail.encode("utf-8", "backslashreplace")[:_MAX_DETAIL_BYTES]),
+    )
+    skeleton = Record(topic, record.key, b"", (*headers, *tail), record.timestamp_ms)
+    budget = min(max_payload_bytes, max_request_bytes - skeleton.size_bytes - _SIZE_MARGIN_BYTES)
+    if budget < 0:
+        return None
+    value, cut = bounded_payload(record.value, budget)
+    return Record(topic, record.key, value, (*headers, *cut, *tail), record.timestamp_ms)
