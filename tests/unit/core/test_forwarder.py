@@ -114,7 +114,7 @@ async def test_forwarder_record_refused_at_send_does_not_wedge_or_resend():
 
 
 async def test_forwarder_splits_a_batch_refused_as_too_large():
-    """Batch-level MESSAGE_TOO_LARGE: the innocent neighbours are delivered, the big one set aside."""
+    """Batch-level MESSAGE_TOO_LARGE: innocent neighbours are delivered, the big one set aside."""
     big = "B" * 3000
     h = Harness(
         [_block("w")], FakeBroker(max_message_bytes=2500), sink={"dlq_max_payload_bytes": 1000}
