@@ -320,22 +320,24 @@ class Forwarder:
 
     async def _send_pending(self, delivery: Delivery) -> bool:
         """Hand the delivery's waiting records to the producer; False when it took no more."""
+        if not delivery.needs_send:
+            return True
         for slot in delivery.slots:
-            if not slot.to_send:
-                continue
-            delivery.started()
-            outgoing = self._clock.stamp(slot.outgoing())
-            try:
-                fut = await self._sink.send(outgoing, solo=slot.solo)
-            except RecordRefusedError as exc:
-                self._settle(slot, exc.reason, exc.detail)
-                continue
-            except RetryableError:  # includes TopicPendingError
-                self._stalled = True
-                return False
-            except ProducerFaultError as exc:
-                raise _ProducerBrokenError(delivery, slot) from exc
-            slot.mark_sent(fut, outgoing, self._clock.generation)
+            while slot.to_send:  # a copy refused at send is dropped; the loop ends either way
+                delivery.started()
+                outgoing = self._clock.stamp(slot.outgoing())
+                try:
+                    fut = await self._sink.send(outgoing, solo=slot.solo)
+                except RecordRefusedError as exc:
+                    self._settle(slot, exc.reason, exc.detail)
+                    continue
+                except RetryableError:  # includes TopicPendingError
+                    self._stalled = True
+                    return False
+                except ProducerFaultError as exc:
+                    raise _ProducerBrokenError(delivery, slot) from exc
+                slot.mark_sent(fut, outgoing, self._clock.generation)
+        delivery.needs_send = False
         return True
 
     async def _advance(self) -> None:
@@ -390,6 +392,7 @@ class Forwarder:
                     SlotState.DELIVERED if slot.state is SlotState.SENT else SlotState.SETTLED
                 )
                 continue
+            delivery.needs_send = True
             self._failed(delivery, slot, exc)
 
     def _failed(self, delivery: Delivery, slot: Slot, exc: BaseException) -> None:

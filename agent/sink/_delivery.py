@@ -119,12 +119,14 @@ class Delivery:
         slots: One per record, in record order.
         enqueued_at: Monotonic time the first record was enqueued (for latency).
         resets: Producer resets this block's failures caused (bounded by the forwarder).
+        needs_send: Some slot may wait to be sent (cleared once all were handed over).
     """
 
     block: SpoolBlock
     slots: list[Slot] = field(default_factory=list)
     enqueued_at: float = 0.0
     resets: int = 0
+    needs_send: bool = True
 
     def __post_init__(self) -> None:
         """Make one slot per record."""
@@ -156,6 +158,7 @@ class Delivery:
         A success, or a refusal of the record itself, is kept for the forwarder to process; a
         send that has no outcome yet, or failed because of the producer, is sent again.
         """
+        self.needs_send = True
         for slot in self.slots:
             fut = slot.future
             if not slot.in_flight or fut is None:

@@ -59,7 +59,7 @@ __all__ = [
 
 _log = logging.getLogger(__name__)
 
-FORCED_SHUTDOWN_SECS: Final = 2.0
+FORCED_SHUTDOWN_SECS: Final = 1.0
 """How long a forced shutdown waits for the sender task and the connections to go."""
 
 

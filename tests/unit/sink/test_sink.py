@@ -191,3 +191,17 @@ async def test_sink_solo_send_puts_the_record_in_a_batch_of_its_own():
     await sink.send(record(b"c"))
     await asyncio.sleep(0)
     assert broker.batches == [[b"a"], [b"b"], [b"c"]]
+
+
+async def test_sink_aiokafka_internals_it_relies_on_still_exist():
+    """The forced shutdown and the missing-topic check use aiokafka 0.14 internals: still there."""
+    from aiokafka import AIOKafkaProducer  # noqa: PLC0415 - only this test builds a real one
+    from aiokafka.cluster import ClusterMetadata  # noqa: PLC0415
+
+    assert isinstance(ClusterMetadata()._last_successful_refresh_ms, int)
+    producer = AIOKafkaProducer(bootstrap_servers="127.0.0.1:1", enable_idempotence=True)
+    assert hasattr(producer._message_accumulator, "fail_all")
+    assert hasattr(producer._sender, "sender_task")
+    assert hasattr(producer.client, "close")
+    assert hasattr(producer.client.cluster, "unauthorized_topics")
+    await producer.client.close()
