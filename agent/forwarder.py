@@ -258,6 +258,7 @@ class Forwarder:
             extra={"error": repr(cause)},
         )
         for delivery in self._window:
+            self._process(delivery, resending=True)
             delivery.abandon()
         if exc.delivery is not None and exc.slot is not None:
             exc.delivery.resets += 1
@@ -377,8 +378,15 @@ class Forwarder:
         self._progress.set()
 
     # ------------------------------------------------------------------ outcomes
-    def _process(self, delivery: Delivery) -> None:
-        """Turn the done futures of ``delivery`` into slot states."""
+    def _process(self, delivery: Delivery, *, resending: bool = False) -> None:
+        """Turn the done futures of ``delivery`` into slot states.
+
+        Args:
+            delivery: The block.
+            resending: The producer is being replaced: a failure that only needs a resend
+                (retriable, or the producer's fault) is left for :meth:`Delivery.abandon`, so
+                that everything is sent again in window order.
+        """
         for slot in delivery.slots:
             fut = slot.future
             if not slot.in_flight or fut is None or not fut.done():
@@ -391,6 +399,8 @@ class Forwarder:
                 slot.state = (
                     SlotState.DELIVERED if slot.state is SlotState.SENT else SlotState.SETTLED
                 )
+                continue
+            if resending and classify(exc) in (Fault.RETRY, Fault.PRODUCER):
                 continue
             delivery.needs_send = True
             self._failed(delivery, slot, exc)

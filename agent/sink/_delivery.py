@@ -15,8 +15,6 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from agent.sink._faults import Fault, classify
-
 if TYPE_CHECKING:
     import asyncio
 
@@ -153,21 +151,19 @@ class Delivery:
         return [s.future for s in self.slots if s.in_flight and s.future and not s.future.done()]
 
     def abandon(self) -> None:
-        """The producer is gone: outcomes already in are kept, the rest is sent again.
+        """The producer is gone: every slot still in flight is sent again.
 
-        A success, or a refusal of the record itself, is kept for the forwarder to process; a
-        send that has no outcome yet, or failed because of the producer, is sent again.
+        The caller first processes the outcomes that are already in (successes and refusals):
+        what is left has no outcome yet, or failed in a way that only needs a resend.
         """
         self.needs_send = True
         for slot in self.slots:
             fut = slot.future
             if not slot.in_flight or fut is None:
                 continue
-            if fut.done() and not fut.cancelled():
-                exc = fut.exception()
-                if exc is None or classify(exc) is not Fault.PRODUCER:
-                    continue
-            if not fut.done():
+            if fut.done():
+                _retrieve(fut)
+            else:
                 fut.add_done_callback(_retrieve)
             slot.back_to_pending()
 

@@ -254,6 +254,25 @@ async def test_forwarder_resets_on_out_of_order_sequence_and_resends_only_unacke
     assert len(h.broker.producers) == 2
 
 
+async def test_forwarder_reset_resends_in_window_order():
+    """After a reset, records whose batch expired (retriable) are resent in spool order."""
+    h = Harness([_block("a"), _block("b"), _block("c")])
+    h.broker.one_record_batches = True
+    h.broker.acking = False
+    async with h.running():
+        producer = await _held_batches(h, 3)
+        h.broker.inject = [
+            kafka_errors.OutOfOrderSequenceNumber(),
+            kafka_errors.LeaderNotAvailableError(),
+            kafka_errors.OutOfOrderSequenceNumber(),
+        ]
+        h.broker.release()
+        await until(h.drained)
+    assert producer.number == 0
+    assert h.broker.values("t") == [b"a", b"b", b"c"]
+    assert h.forwarder.stats.producer_resets == 1
+
+
 async def _held_batches(h: Harness, count: int) -> Any:
     await until(lambda: h.broker.producers and len(h.broker.producers[0].held) == count)
     return h.broker.producers[0]

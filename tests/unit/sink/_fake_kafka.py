@@ -46,6 +46,7 @@ class FakeBroker:
     reachable: bool = True
     metadata_answers: bool = True
     max_request_bytes: int = 1024 * 1024
+    one_record_batches: bool = False
     acking: bool = True
     stop_hangs: bool = False
     inject: list[BaseException] = field(default_factory=list)
@@ -216,6 +217,8 @@ class FakeProducer:
         if not self._flush_scheduled:
             self._flush_scheduled = True
             asyncio.get_running_loop().call_soon(self._deliver)
+        if self._broker.one_record_batches:
+            await asyncio.sleep(0)
         return fut
 
     def _deliver(self) -> None:
