@@ -44,6 +44,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final, Literal, Protocol, TypeVar
 
+from aiokafka import errors as kafka_errors
 from pydantic import BaseModel, ConfigDict, Field
 
 from agent._backoff import Backoff
@@ -202,6 +203,7 @@ class Forwarder:
         self._memory: dict[int, Delivery] = {}  # window kept across a reset, by block id
         self._cursor: int | None = None
         self._stalled = False
+        self._suspect_round: bool | None = None  # an old record's timestamp was refused
         self._progress = asyncio.Event()
         self.stats = ForwarderStats()
 
@@ -387,6 +389,7 @@ class Forwarder:
                 (retriable, or the producer's fault) is left for :meth:`Delivery.abandon`, so
                 that everything is sent again in window order.
         """
+        self._suspect_round = None
         for slot in delivery.slots:
             fut = slot.future
             if not slot.in_flight or fut is None or not fut.done():
@@ -424,14 +427,39 @@ class Forwarder:
                 slot.back_to_pending()
         elif fault is Fault.TIMESTAMP:
             sent = slot.sent or slot.record
-            self._clock.refused(sent.timestamp_ms, slot.clock_generation)
+            # An old record refused in the same round may be what got the batch refused: then
+            # fresh neighbours are tried alone instead of skewing the clock.
+            if self._suspect_round is None:
+                self._suspect_round = self._old_timestamp_refused()
+            clock_matter = not self._suspect_round and self._clock.refused(
+                sent.timestamp_ms, slot.clock_generation
+            )
             slot.timestamp_refusals += 1
-            if slot.timestamp_refusals >= MAX_TIMESTAMP_REFUSALS:
+            if slot.timestamp_refusals >= MAX_TIMESTAMP_REFUSALS or (
+                not clock_matter and slot.sent_solo
+            ):
                 self._settle(slot, SettleReason.TIMESTAMP_OUT_OF_RANGE, describe(exc))
             else:
+                slot.solo = slot.solo or not clock_matter  # alone: is it this record?
                 slot.back_to_pending()
         else:
             self._settle(slot, SettleReason.TOPIC_AUTHORIZATION_FAILED, describe(exc))
+
+    def _old_timestamp_refused(self) -> bool:
+        """Whether a record the clock cannot explain was refused for its timestamp just now."""
+        for delivery in self._window:
+            for slot in delivery.slots:
+                fut = slot.future
+                if (
+                    fut is not None
+                    and slot.sent is not None
+                    and fut.done()
+                    and not fut.cancelled()
+                    and isinstance(fut.exception(), kafka_errors.InvalidTimestampError)
+                    and not self._clock.explains(slot.sent.timestamp_ms)
+                ):
+                    return True
+        return False
 
     def _settle(self, slot: Slot, reason: SettleReason, detail: str) -> None:
         """Kafka will never take the record (or its copy): dead-letter it, or drop it."""
@@ -452,6 +480,9 @@ class Forwarder:
                 detail=f"Kafka refused it on topic {slot.record.topic}: {detail}",
                 max_payload_bytes=limits.dlq_max_payload_bytes,
                 max_request_bytes=limits.max_request_size_bytes,
+                timestamp_ms=self._clock.now_ms()
+                if reason is SettleReason.TIMESTAMP_OUT_OF_RANGE
+                else None,
             )
         if copy is None:
             slot.state = SlotState.DROPPED

@@ -19,6 +19,7 @@ from agent.pipeline import (
     HEADER_PAYLOAD_SHA256,
     bounded_payload,
 )
+from agent.sink.clock import HEADER_ORIGINAL_TIMESTAMP
 
 if TYPE_CHECKING:
     from agent.sink._faults import SettleReason
@@ -38,16 +39,26 @@ def dead_letter_copy(  # noqa: PLR0913 - every argument is a separate fact of th
     detail: str,
     max_payload_bytes: int,
     max_request_bytes: int,
+    timestamp_ms: int | None = None,
 ) -> Record | None:
-    """Return the DLQ copy of ``record``, or None when no copy can fit a request."""
+    """Return the DLQ copy of ``record``, or None when no copy can fit a request.
+
+    ``timestamp_ms`` replaces the record's timestamp (for a record refused for its timestamp);
+    the original is then kept in the ``original-timestamp`` header.
+    """
     headers = tuple((k, v) for k, v in record.headers if k not in _REPLACED)
+    if timestamp_ms is not None and timestamp_ms != record.timestamp_ms:
+        if all(k != HEADER_ORIGINAL_TIMESTAMP for k, _ in headers):
+            headers = (*headers, (HEADER_ORIGINAL_TIMESTAMP, b"%d" % record.timestamp_ms))
+    else:
+        timestamp_ms = record.timestamp_ms
     tail = (
         (HEADER_DLQ_REASON, reason.value.encode("ascii")),
         (HEADER_DLQ_DETAIL, detail.encode("utf-8", "backslashreplace")[:_MAX_DETAIL_BYTES]),
     )
-    skeleton = Record(topic, record.key, b"", (*headers, *tail), record.timestamp_ms)
+    skeleton = Record(topic, record.key, b"", (*headers, *tail), timestamp_ms)
     budget = min(max_payload_bytes, max_request_bytes - skeleton.size_bytes - _SIZE_MARGIN_BYTES)
     if budget < 0:
         return None
     value, cut = bounded_payload(record.value, budget)
-    return Record(topic, record.key, value, (*headers, *cut, *tail), record.timestamp_ms)
+    return Record(topic, record.key, value, (*headers, *cut, *tail), timestamp_ms)

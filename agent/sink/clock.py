@@ -19,6 +19,9 @@ Rules:
 - The correction follows wall-clock steps: it is anchored to ``wall - monotonic``; when NTP
   steps the clock back by X the correction shrinks by X (never below 0), and grows when the clock
   steps forward.
+- A refused record stamped well before ``local now - correction`` (more than 5 min) says
+  nothing about the clock: it is too old for the broker (``message.timestamp.before.max.ms``)
+  or an innocent neighbour in a refused batch. The correction is left alone.
 - ``ahead_ms_at_least``: a refused record stamped ``t`` at local time ``now`` proves the local
   clock is ahead of the broker's by more than ``now - t + after_max``; with the broker default
   after-max of 1 h assumed, that is the reported lower bound (0 when nothing was refused, or when
@@ -39,6 +42,8 @@ HEADER_ORIGINAL_TIMESTAMP: Final = "original-timestamp"
 ASSUMED_AFTER_MAX_MS: Final = 3_600_000
 """Kafka's default ``message.timestamp.after.max.ms``; the first correction and the skew bound."""
 MAX_CORRECTION_MS: Final = 1 << 40
+FRESH_SLACK_MS: Final = 300_000
+"""A refused record stamped earlier than ``now - correction - this`` is not a clock matter."""
 _STEP_NOISE_MS: Final = 1_000
 
 
@@ -78,6 +83,10 @@ class ClockDiscipline:
         self._follow_steps()
         return self._ahead_ms
 
+    def now_ms(self) -> int:
+        """Local wall-clock time, corrected: what Kafka should accept as "now"."""
+        return self._wall_ms() - (self.correction_ms() or 0)
+
     def correction_ms(self) -> int | None:
         """The correction in force now (following wall-clock steps), or None."""
         self._follow_steps()
@@ -99,18 +108,25 @@ class ClockDiscipline:
             limit,
         )
 
+    def explains(self, sent_ts_ms: int) -> bool:
+        """Whether a correction could explain refusing a record stamped ``sent_ts_ms``."""
+        return sent_ts_ms >= self._wall_ms() - (self.correction_ms() or 0) - FRESH_SLACK_MS
+
     def refused(self, sent_ts_ms: int, generation: int) -> bool:
         """Kafka refused a record stamped ``sent_ts_ms`` under correction ``generation``.
 
         Returns:
-            True when the correction changed (the caller reports the new lower bound).
+            Whether a correction can explain (and fix) the refusal: False for a record stamped
+            well before what the correction allows (too old for the broker, or an innocent
+            neighbour in a refused batch); the correction is then left alone.
         """
-        self._follow_steps()
+        if not self.explains(sent_ts_ms):
+            return False
         now = self._wall_ms()
+        current = self._correction_ms
         self._ahead_ms = max(self._ahead_ms, now - sent_ts_ms + ASSUMED_AFTER_MAX_MS)
         if generation != self._generation:
-            return False  # this round was already counted
-        current = self._correction_ms
+            return True  # this round was already counted
         if current is None and sent_ts_ms > now:
             new = 0
         elif not current:

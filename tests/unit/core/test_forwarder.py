@@ -11,6 +11,7 @@ import logging
 from contextlib import asynccontextmanager
 from typing import Any
 
+import pytest
 from aiokafka import errors as kafka_errors
 
 from agent.forwarder import Forwarder, ForwarderSettings
@@ -319,3 +320,31 @@ async def test_forwarder_invalid_record_alone_is_dead_lettered():
         await until(h.drained)
     assert sorted(h.broker.values("t")) == [b"a", b"b"]
     assert h.settled == [(b"bad", "dlq", "invalid_record")]
+
+
+@pytest.mark.parametrize("old_first", [False, True])
+async def test_forwarder_settles_a_record_too_old_for_the_broker_without_skewing_the_clock(
+    old_first,
+):
+    """INVALID_TIMESTAMP for an old record: split, settled as timestamp_out_of_range; no skew."""
+    local_now = 100 * HOUR_MS
+    clock = ClockDiscipline(wall_ms=lambda: local_now, mono_ms=lambda: 0)
+    pair = [record("new", ts=local_now), record("old", ts=local_now - 50 * HOUR_MS)]
+    h = Harness([tuple(reversed(pair) if old_first else pair)], clock=clock)
+    real_verdict = h.broker._verdict
+
+    def verdict(producer, topic, batch):
+        if any(s.timestamp_ms < local_now - 24 * HOUR_MS for s, _ in batch):
+            return kafka_errors.InvalidTimestampError()
+        return real_verdict(producer, topic, batch)
+
+    h.broker._verdict = verdict  # type: ignore[method-assign]
+    async with h.running():
+        await until(h.drained)
+    assert h.broker.values("t") == [b"new"]
+    assert h.settled == [(b"old", "dlq", "timestamp_out_of_range")]
+    (copy,) = [s for s in h.broker.stored if s.topic == "dlq"]
+    assert copy.timestamp_ms == local_now
+    assert copy.headers["original-timestamp"] == b"%d" % (local_now - 50 * HOUR_MS)
+    assert h.skews == []
+    assert clock.correction_ms() is None

@@ -99,7 +99,7 @@ def test_clock_discipline_doubles_the_correction_once_per_round():
     clock = _clock(wall, mono)
     gen = clock.generation
     assert clock.refused(wall[0], gen)
-    assert not clock.refused(wall[0], gen)  # same round
+    assert clock.refused(wall[0], gen)  # the same round counts once
     assert clock.correction_ms() == HOUR_MS
     assert clock.ahead_ms_at_least == HOUR_MS
     stamped = clock.stamp(_rec(wall[0]))
@@ -205,3 +205,12 @@ async def test_sink_aiokafka_internals_it_relies_on_still_exist():
     assert hasattr(producer.client, "close")
     assert hasattr(producer.client.cluster, "unauthorized_topics")
     await producer.client.close()
+
+
+def test_clock_discipline_ignores_refused_records_that_are_simply_old():
+    """A refused record far older than the correction allows leaves the correction alone."""
+    wall = [10 * HOUR_MS]
+    clock = _clock(wall, [0])
+    assert not clock.refused(wall[0] - 48 * HOUR_MS, clock.generation)
+    assert clock.correction_ms() is None
+    assert clock.ahead_ms_at_least == 0
