@@ -56,7 +56,7 @@ from agent.sink.clock import ClockDiscipline
 from agent.sink.kafka import ProducerFaultError, RecordRefusedError
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable
+    from collections.abc import Awaitable, Callable, Iterable
 
     from agent.model import Record, SpoolBlock
     from agent.sink.kafka import KafkaSink
@@ -298,20 +298,31 @@ class Forwarder:
     async def _fill_window(self) -> None:
         """Send what waits in the window, then new blocks, up to the window size."""
         self._stalled = False
-        for delivery in self._window:
-            if not await self._send_pending(delivery):
-                return
+        if not await self._send_series(self._window):
+            return
         free = self._settings.max_in_flight_blocks - len(self._window)
         if free <= 0:
             return
         cursor = self._cursor
         blocks = await self._retrying("read", lambda: self._spool.read(cursor, free))
+        fresh: list[Delivery] = []
         for block in blocks:
             self._cursor = block.block_id
-            delivery = self._recall(block)
-            self._window.append(delivery)
-            if not await self._send_pending(delivery):
-                return
+            fresh.append(self._recall(block))
+        self._window.extend(fresh)
+        await self._send_series(fresh)
+
+    async def _send_series(self, deliveries: Iterable[Delivery]) -> bool:
+        """Send the waiting records of ``deliveries`` in order, under one deadline."""
+        try:
+            async with self._sink.series():
+                for delivery in deliveries:
+                    if not await self._send_pending(delivery):
+                        return False
+        except RetryableError:
+            self._stalled = True
+            return False
+        return True
 
     def _recall(self, block: SpoolBlock) -> Delivery:
         """The delivery of ``block``: the one kept across a reset, or a new one."""
