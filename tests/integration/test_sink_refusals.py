@@ -10,6 +10,8 @@ import asyncio
 import time
 from typing import Any
 
+from aiokafka.errors import KafkaError
+
 from agent.forwarder import Forwarder, ForwarderSettings
 from agent.sink import ClockDiscipline, KafkaSettings, KafkaSink
 from tests.infra import KafkaCluster
@@ -107,3 +109,31 @@ async def test_sink_kafka_invalid_timestamp_teaches_a_correction(
     assert settled == []
     assert skews
     assert skews[-1] >= HOUR_MS
+
+
+async def test_sink_kafka_reset_shuts_a_producer_down_while_kafka_is_gone(
+    kafka: KafkaCluster, unique_name: str
+):
+    """Kafka stopped with records in flight: reset ends in time and the old producer is dead."""
+    topic = f"t-{unique_name}"
+    await create_topic(kafka.bootstrap_servers, topic, partitions=1)
+    settings = KafkaSettings(
+        bootstrap_servers=kafka.bootstrap_servers, request_timeout_secs=5, stop_timeout_secs=1
+    )
+    sink = KafkaSink(settings, topics=(topic,))
+    await sink.open()
+    await (await sink.send(record(b"before", topic)))
+    producer = sink._producer
+    assert producer is not None
+    await asyncio.to_thread(kafka.stop_node, 1)
+    try:
+        futures = [await sink.send(record(b"r%d" % i, topic)) for i in range(10)]
+        await asyncio.sleep(0.5)
+        started = time.monotonic()
+        await sink.reset()
+        assert time.monotonic() - started < settings.stop_timeout_secs + 3
+        assert producer._sender.sender_task.done()
+        assert all(isinstance(f.exception(), KafkaError) for f in futures)
+        assert not sink.is_open
+    finally:
+        await asyncio.to_thread(kafka.start_node, 1)

@@ -207,18 +207,29 @@ async def test_forwarder_settles_nothing_while_the_cluster_is_unreachable():
 
 
 async def test_forwarder_learns_a_clock_correction_from_invalid_timestamp():
-    """Gateway clock 2 h fast: refusals teach a correction, records flow, skew reported."""
+    """Gateway clock 2 h fast: refusals teach a correction, readings flow, skew reported."""
     local_now = 10 * HOUR_MS
     clock = ClockDiscipline(wall_ms=lambda: local_now, mono_ms=lambda: 0)
     broker = FakeBroker(max_record_ahead_ms=HOUR_MS, now_ms=local_now - 2 * HOUR_MS - 1)
-    blocks = [tuple(record(f"e{i}-{j}", "life", ts=local_now) for j in range(3)) for i in range(5)]
+    device_ts = broker.now_ms - 5000  # readings carry the device's (correct) time
+    blocks = [
+        (
+            record(f"r{i}", "t", ts=device_ts),
+            *(record(f"e{i}-{j}", "life", ts=local_now) for j in range(3)),
+        )
+        for i in range(5)
+    ]
     h = Harness(blocks, broker, clock=clock)
     async with h.running():
         await until(h.drained)
-    stored = [s for s in broker.stored if s.topic == "life"]
-    assert sorted(s.value for s in stored) == sorted(r.value for b in blocks for r in b)
-    assert all(s.timestamp_ms <= broker.now_ms + HOUR_MS for s in stored)
-    assert all(s.headers["original-timestamp"] == b"%d" % local_now for s in stored)
+    events = [s for s in broker.stored if s.topic == "life"]
+    assert sorted(s.value for s in events) == sorted(r.value for b in blocks for r in b[1:])
+    assert all(s.timestamp_ms <= broker.now_ms + HOUR_MS for s in events)
+    assert all(s.headers["original-timestamp"] == b"%d" % local_now for s in events)
+    readings = [s for s in broker.stored if s.topic == "t"]
+    assert [s.value for s in readings] == [f"r{i}".encode() for i in range(5)]
+    assert all(s.timestamp_ms == device_ts for s in readings)
+    assert all("original-timestamp" not in s.headers for s in readings)
     assert h.settled == []
     assert h.skews == sorted(set(h.skews))  # each change reported once
     assert h.skews[-1] >= 2 * HOUR_MS
