@@ -262,7 +262,7 @@ class Forwarder:
         for delivery in self._window:
             self._process(delivery, resending=True)
             delivery.abandon()
-        if exc.delivery is not None and exc.slot is not None:
+        if exc.delivery is not None and exc.slot is not None and not exc.slot.final:
             exc.delivery.resets += 1
             if exc.delivery.resets > self._settings.max_resends_per_block:
                 self._settle(exc.slot, SettleReason.RESEND_LIMIT, describe(cause or exc))
@@ -372,14 +372,7 @@ class Forwarder:
             if self._stalled and not head.pending_futures():
                 await asyncio.sleep(min(timeout, STALL_DELAY_SECS))
             return
-        done: list[Delivery] = []
-        while self._window:
-            front = self._window[0]
-            if front is not head and not front.pending_futures():
-                self._process(front)
-            if not front.complete:
-                break
-            done.append(self._window.popleft())
+        done, broken = self._pop_complete(head)
         self._sink.mark_up()
         self._reset_backoff.reset()
         for delivery in done:
@@ -389,6 +382,23 @@ class Forwarder:
         for delivery in done:
             self._account(delivery)
         self._progress.set()
+        if broken is not None:
+            raise broken
+
+    def _pop_complete(self, head: Delivery) -> tuple[list[Delivery], _ProducerBrokenError | None]:
+        """Take the finished blocks off the front; a reset found on the way waits for them."""
+        done: list[Delivery] = []
+        while self._window:
+            front = self._window[0]
+            if front is not head and not front.pending_futures():
+                try:
+                    self._process(front)
+                except _ProducerBrokenError as exc:
+                    return done, exc  # remove the finished blocks first, then reset
+            if not front.complete:
+                break
+            done.append(self._window.popleft())
+        return done, None
 
     # ------------------------------------------------------------------ outcomes
     def _process(self, delivery: Delivery, *, resending: bool = False) -> None:

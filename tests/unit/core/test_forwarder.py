@@ -285,6 +285,21 @@ async def test_forwarder_reset_resends_in_window_order():
     assert h.forwarder.stats.producer_resets == 1
 
 
+async def test_forwarder_removes_finished_blocks_before_a_reset_found_behind_them():
+    """A producer fault in a later block: the finished blocks before it leave the spool first."""
+    h = Harness([_block("a"), _block("b"), _block("c")])
+    h.broker.one_record_batches = True
+    h.broker.acking = False
+    async with h.running():
+        await _held_batches(h, 3)
+        h.broker.inject = [None, None, kafka_errors.OutOfOrderSequenceNumber()]  # type: ignore[list-item]
+        h.broker.release()
+        await until(h.drained)
+    assert h.spool.removed == [1, 2, 3]
+    assert h.broker.values("t") == [b"a", b"b", b"c"]  # a and b not sent twice
+    assert h.forwarder.stats.producer_resets == 1
+
+
 async def _held_batches(h: Harness, count: int) -> Any:
     await until(lambda: h.broker.producers and len(h.broker.producers[0].held) == count)
     return h.broker.producers[0]
