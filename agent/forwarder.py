@@ -74,6 +74,9 @@ STALL_DELAY_SECS: Final = 0.2
 """Pause before trying again when the producer took nothing (a topic without metadata yet)."""
 
 
+_TOPIC_REASONS: Final = (SettleReason.TOPIC_AUTHORIZATION_FAILED, SettleReason.TOPIC_MISSING)
+
+
 class ForwarderSettings(BaseModel):
     """How the forwarder drains the spool."""
 
@@ -492,7 +495,8 @@ class Forwarder:
             return
         slot.reason, slot.detail = reason.value, detail
         copy = None
-        if self._dlq_topic is not None and slot.record.topic != self._dlq_topic:
+        dlq_refused = slot.record.topic == self._dlq_topic and reason in _TOPIC_REASONS
+        if self._dlq_topic is not None and not dlq_refused:
             limits = self._sink.settings
             copy = dead_letter_copy(
                 slot.record,

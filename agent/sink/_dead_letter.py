@@ -5,13 +5,16 @@ The copy goes to the DLQ topic with the original key, timestamp and headers, the
 :func:`agent.pipeline.bounded_payload`), and ``dlq-reason`` / ``dlq-detail``. It never exceeds
 the producer's request size: the payload is cut further when key and headers are large, and no
 copy is made when even an empty payload would not fit.
+
+A record that already was a dead letter (the pipeline's, on the DLQ topic) keeps its own
+``dlq-reason``/``dlq-detail``: only its payload is cut.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Final
 
-from agent.model import Record
+from agent.model import Headers, Record
 from agent.pipeline import (
     HEADER_DLQ_DETAIL,
     HEADER_DLQ_REASON,
@@ -24,9 +27,9 @@ from agent.sink.clock import HEADER_ORIGINAL_TIMESTAMP
 if TYPE_CHECKING:
     from agent.sink._faults import SettleReason
 
-_REPLACED: Final = frozenset(
-    {HEADER_DLQ_REASON, HEADER_DLQ_DETAIL, HEADER_ORIGINAL_SIZE, HEADER_PAYLOAD_SHA256}
-)
+_REASON: Final = frozenset({HEADER_DLQ_REASON, HEADER_DLQ_DETAIL})
+_CUT: Final = frozenset({HEADER_ORIGINAL_SIZE, HEADER_PAYLOAD_SHA256})
+_REPLACED: Final = _REASON | _CUT
 _SIZE_MARGIN_BYTES: Final = 1024  # record batch framing and the two cut headers
 _MAX_DETAIL_BYTES: Final = 512
 
@@ -46,16 +49,22 @@ def dead_letter_copy(  # noqa: PLR0913 - every argument is a separate fact of th
     ``timestamp_ms`` replaces the record's timestamp (for a record refused for its timestamp);
     the original is then kept in the ``original-timestamp`` header.
     """
-    headers = tuple((k, v) for k, v in record.headers if k not in _REPLACED)
+    if record.topic == topic:
+        # Already a dead letter (the pipeline's): keep its own reason, only cut the payload.
+        headers = tuple((k, v) for k, v in record.headers if k not in _CUT)
+        tail: Headers = tuple((k, v) for k, v in record.headers if k in _REASON)
+        headers = tuple((k, v) for k, v in headers if k not in _REASON)
+    else:
+        headers = tuple((k, v) for k, v in record.headers if k not in _REPLACED)
+        tail = (
+            (HEADER_DLQ_REASON, reason.value.encode("ascii")),
+            (HEADER_DLQ_DETAIL, detail.encode("utf-8", "backslashreplace")[:_MAX_DETAIL_BYTES]),
+        )
     if timestamp_ms is not None and timestamp_ms != record.timestamp_ms:
         if all(k != HEADER_ORIGINAL_TIMESTAMP for k, _ in headers):
             headers = (*headers, (HEADER_ORIGINAL_TIMESTAMP, b"%d" % record.timestamp_ms))
     else:
         timestamp_ms = record.timestamp_ms
-    tail = (
-        (HEADER_DLQ_REASON, reason.value.encode("ascii")),
-        (HEADER_DLQ_DETAIL, detail.encode("utf-8", "backslashreplace")[:_MAX_DETAIL_BYTES]),
-    )
     skeleton = Record(topic, record.key, b"", (*headers, *tail), timestamp_ms)
     budget = min(max_payload_bytes, max_request_bytes - skeleton.size_bytes - _SIZE_MARGIN_BYTES)
     if budget < 0:

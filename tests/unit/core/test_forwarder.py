@@ -170,6 +170,23 @@ async def test_forwarder_topic_unauthorized_in_metadata_is_settled_without_waiti
     assert h.settled == [(b"e1", "dlq", "topic_authorization_failed")]
 
 
+async def test_forwarder_cuts_a_dead_letter_too_large_for_kafka():
+    """A pipeline DLQ record over max_request_size is replaced by its cut copy, not dropped."""
+    big = record(b"D" * 70_000, "dlq", headers=(("dlq-reason", b"payload_too_large"),))
+    h = Harness(
+        [(record("r1"), big)],
+        FakeBroker(max_request_bytes=65_536),
+        sink={"max_request_size_bytes": 65_536, "dlq_max_payload_bytes": 1000},
+    )
+    async with h.running():
+        await until(h.drained)
+    assert h.settled == [(big.value, "dlq", "record_too_large")]
+    (copy,) = [s for s in h.broker.stored if s.topic == "dlq"]
+    assert copy.value == b"D" * 1000
+    assert copy.headers["dlq-reason"] == b"payload_too_large"
+    assert copy.headers["original-size"] == b"70000"
+
+
 async def test_forwarder_dlq_topic_refused_is_a_counted_drop():
     """A refused record of the DLQ topic itself is dropped with the topic's reason."""
     h = Harness([(record("r1"), record("d1", "dlq"))])

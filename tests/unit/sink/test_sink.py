@@ -214,3 +214,23 @@ def test_clock_discipline_ignores_refused_records_that_are_simply_old():
     assert not clock.refused(wall[0] - 48 * HOUR_MS, clock.generation)
     assert clock.correction_ms() is None
     assert clock.ahead_ms_at_least == 0
+
+
+def test_dead_letter_copy_of_a_dead_letter_keeps_its_reason():
+    """A pipeline DLQ record refused as too large is cut; its own dlq-reason stays."""
+    reasons = (("dlq-reason", b"payload_too_large"), ("dlq-detail", b"payload is 1.5 MiB"))
+    original = record(b"p" * 5000, "dlq", headers=reasons)
+    copy = dead_letter_copy(
+        original,
+        topic="dlq",
+        reason=SettleReason.RECORD_TOO_LARGE,
+        detail="MessageSizeTooLargeError",
+        max_payload_bytes=100,
+        max_request_bytes=1 << 20,
+    )
+    assert copy is not None
+    headers = dict(copy.headers)
+    assert headers["dlq-reason"] == b"payload_too_large"
+    assert headers["dlq-detail"] == b"payload is 1.5 MiB"
+    assert headers["original-size"] == b"5000"
+    assert len(copy.value) == 100
