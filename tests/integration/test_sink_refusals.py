@@ -14,6 +14,7 @@ from aiokafka.errors import KafkaError
 
 from agent.forwarder import Forwarder, ForwarderSettings
 from agent.sink import ClockDiscipline, KafkaSettings, KafkaSink
+from agent.sink.kafka import TopicPendingError
 from tests.infra import KafkaCluster
 from tests.support.kafka import consume_all, create_topic
 from tests.unit.sink._fake_kafka import FakeSpool, record
@@ -122,7 +123,12 @@ async def test_sink_kafka_reset_shuts_a_producer_down_while_kafka_is_gone(
     )
     sink = KafkaSink(settings, topics=(topic,))
     await sink.open()
-    await (await sink.send(record(b"before", topic)))
+    while True:  # the topic's metadata may still be on its way
+        try:
+            await (await sink.send(record(b"before", topic)))
+            break
+        except TopicPendingError:
+            await asyncio.sleep(0.1)
     producer = sink._producer
     assert producer is not None
     await asyncio.to_thread(kafka.stop_node, 1)
@@ -136,4 +142,5 @@ async def test_sink_kafka_reset_shuts_a_producer_down_while_kafka_is_gone(
         assert all(isinstance(f.exception(), KafkaError) for f in futures)
         assert not sink.is_open
     finally:
+        await sink.close(timeout_secs=1)
         await asyncio.to_thread(kafka.start_node, 1)
