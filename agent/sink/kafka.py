@@ -8,7 +8,8 @@ Contract (the forwarder relies on each point):
 - Records are handed over one at a time with :meth:`KafkaSink.send`, in the caller's order and
   keyed by device id, so the producer's partitioner sends each device to one partition and the
   idempotent producer keeps their order across its own retries.
-- ``send`` never waits longer than ``request_timeout_secs``. It raises
+- ``send`` never waits longer than ``request_timeout_secs`` (one deadline for a whole
+  :meth:`KafkaSink.series` of sends). It raises
   :class:`~agent.errors.RetryableError` while Kafka is unreachable (nothing is dropped; the uplink
   is reported down), :class:`TopicPendingError` while a topic has no metadata yet (within
   ``topic_missing_grace_secs``, or while no broker answers at all), :class:`RecordRefusedError`
