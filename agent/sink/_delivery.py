@@ -33,9 +33,13 @@ class SlotState(enum.Enum):
     DROPPED = "dropped"
 
 
-_FINAL = frozenset({SlotState.DELIVERED, SlotState.SETTLED, SlotState.DROPPED})
-_TO_SEND = frozenset({SlotState.PENDING, SlotState.SETTLE_PENDING})
-_IN_FLIGHT = frozenset({SlotState.SENT, SlotState.SETTLE_SENT})
+_PENDING = SlotState.PENDING
+_SENT = SlotState.SENT
+_DELIVERED = SlotState.DELIVERED
+_SETTLE_PENDING = SlotState.SETTLE_PENDING
+_SETTLE_SENT = SlotState.SETTLE_SENT
+_SETTLED = SlotState.SETTLED
+_DROPPED = SlotState.DROPPED
 
 
 @dataclass(slots=True)
@@ -68,20 +72,24 @@ class Slot:
     reason: str = ""
     detail: str = ""
 
+    # Identity tests, not set membership: these run for every record (an enum hash is slow).
     @property
     def final(self) -> bool:
         """Delivered, settled or dropped."""
-        return self.state in _FINAL
+        state = self.state
+        return state is _DELIVERED or state is _SETTLED or state is _DROPPED
 
     @property
     def to_send(self) -> bool:
         """Waiting to be handed to the producer (the record or its copy)."""
-        return self.state in _TO_SEND
+        state = self.state
+        return state is _PENDING or state is _SETTLE_PENDING
 
     @property
     def in_flight(self) -> bool:
         """In the producer, waiting for its outcome."""
-        return self.state in _IN_FLIGHT
+        state = self.state
+        return state is _SENT or state is _SETTLE_SENT
 
     def outgoing(self) -> Record:
         """The record the next send hands over: the original or its dead-letter copy."""
@@ -95,9 +103,7 @@ class Slot:
         self.sent = sent
         self.clock_generation = generation
         self.sent_solo = self.solo
-        self.state = (
-            SlotState.SETTLE_SENT if self.state is SlotState.SETTLE_PENDING else SlotState.SENT
-        )
+        self.state = _SETTLE_SENT if self.state is _SETTLE_PENDING else _SENT
 
     def back_to_pending(self) -> None:
         """Send it again (a retriable failure, a reset, a split)."""

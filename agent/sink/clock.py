@@ -94,6 +94,8 @@ class ClockDiscipline:
 
     def stamp(self, record: Record) -> Record:
         """Return ``record`` as it must be sent: timestamp clamped, original kept in a header."""
+        if self._correction_ms is None:
+            return record  # the usual case, on every record: nothing to do
         correction = self.correction_ms()
         if correction is None:
             return record

@@ -372,7 +372,8 @@ class KafkaSink:
         """Refuse or hold a record whose topic has no metadata, without send()'s long wait."""
         cluster = producer.client.cluster
         if cluster.partitions_for_topic(topic) is not None:
-            self._missing.pop(topic, None)
+            if self._missing:
+                self._missing.pop(topic, None)
             return
         if topic in cluster.unauthorized_topics:
             raise RecordRefusedError(
