@@ -144,3 +144,23 @@ async def test_sink_kafka_reset_shuts_a_producer_down_while_kafka_is_gone(
     finally:
         await sink.close(timeout_secs=1)
         await asyncio.to_thread(kafka.start_node, 1)
+
+
+async def test_sink_kafka_keyless_record_on_a_compacted_topic_is_an_invalid_record(
+    kafka: KafkaCluster, unique_name: str
+):
+    """INVALID_RECORD (a key-less record on a compacted topic): only that record is settled."""
+    topic, dlq = f"t-{unique_name}", f"dlq-{unique_name}"
+    configs = {"cleanup.policy": "compact"}
+    await create_topic(kafka.bootstrap_servers, topic, partitions=1, configs=configs)
+    await create_topic(kafka.bootstrap_servers, dlq, partitions=1)
+    keyed = [record(b"k%d" % i, topic, key=b"dev-%d" % i) for i in range(4)]
+    keyless = record(b"no-key", topic, key=None)
+    spool = FakeSpool([(*keyed[:2], keyless, *keyed[2:])])
+    _, settled, _ = await _forward(kafka, spool, dlq)
+    got = await consume_all(kafka.bootstrap_servers, topic, expected=4)
+    assert sorted(r.value for r in got) == sorted(r.value for r in keyed)
+    (copy,) = await consume_all(kafka.bootstrap_servers, dlq, expected=1)
+    assert copy.value == b"no-key"
+    assert copy.headers["dlq-reason"] == b"invalid_record"
+    assert settled == [(b"no-key", "dlq", "invalid_record")]
