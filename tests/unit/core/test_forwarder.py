@@ -163,10 +163,10 @@ async def test_forwarder_topic_authorization_failure_settles_only_that_topic():
 
 async def test_forwarder_topic_unauthorized_in_metadata_is_settled_without_waiting():
     """A topic the metadata calls unauthorized is settled at send, without send()'s long wait."""
-    h = Harness([(record("r1"), record("e1", "life"))])
+    h = Harness([(record("r1"), record("e1", "life"))], sink={"request_timeout_secs": 30})
     h.broker.unauthorized = {"life"}
     async with h.running():
-        await until(h.drained, timeout_s=0.9)  # well under request_timeout_secs
+        await until(h.drained, timeout_s=10)  # well under request_timeout_secs
     assert h.settled == [(b"e1", "dlq", "topic_authorization_failed")]
 
 

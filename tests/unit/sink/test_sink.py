@@ -146,7 +146,7 @@ async def test_sink_reset_shuts_a_hung_producer_down_by_force():
     producer = broker.producers[0]
     started = time.monotonic()
     await sink.reset()
-    assert time.monotonic() - started < 1.0
+    assert time.monotonic() - started < 3.0  # stop_timeout_secs + the forced shutdown
     assert producer._sender.sender_task.cancelled()
     assert producer.client.closed
     assert isinstance(fut.exception(), kafka_errors.ProducerClosed)
@@ -161,14 +161,14 @@ async def test_sink_close_is_bounded_while_kafka_does_not_answer():
     await sink.send(record(b"a"))
     started = time.monotonic()
     await sink.close(timeout_secs=0.3)
-    assert time.monotonic() - started < 1.0
+    assert time.monotonic() - started < 3.0  # timeout_secs + the forced shutdown
     assert broker.producers[0].client.closed
 
 
 async def test_sink_send_refuses_an_unauthorized_topic_and_holds_an_unknown_one():
     """Metadata says unauthorized: refused at once; unknown topic: pending, not a long wait."""
     broker = FakeBroker(unauthorized={"life"})
-    sink = make_sink(broker, topic_missing_grace_secs=60)
+    sink = make_sink(broker, topic_missing_grace_secs=60, request_timeout_secs=30)
     await sink.open()
     with pytest.raises(RecordRefusedError) as refused:
         await sink.send(record(b"a", "life"))
@@ -177,7 +177,7 @@ async def test_sink_send_refuses_an_unauthorized_topic_and_holds_an_unknown_one(
     for _ in range(3):
         with pytest.raises(TopicPendingError):
             await sink.send(record(b"a", "new"))
-    assert time.monotonic() - started < 0.5
+    assert time.monotonic() - started < 5  # not send()'s wait of request_timeout_secs
     assert issubclass(TopicPendingError, RetryableError)
 
 
