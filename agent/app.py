@@ -22,7 +22,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from agent import __version__
 from agent.config import config_hash
@@ -152,8 +152,10 @@ class Agent:
             self.spool,
             self.sink,
             settings.forwarder,
+            dlq_topic=topics.dlq,
             on_delivered=self._on_delivered,
-            on_rejected=self.metrics.kafka_rejected,
+            on_settled=self._on_settled,
+            on_clock_skew=self._on_clock_skew,
             on_reset=self.metrics.producer_reset,
         )
         self.watchdog = LoopWatchdog(settings.http.loop_stall_secs)
@@ -189,6 +191,7 @@ class Agent:
             self.ingest.replace_pipeline(Pipeline(new.pipeline, self.settings.gateway_id))
             topics = new.pipeline.topics
             self.sink.track_topics((topics.normalized, topics.raw, topics.dlq))
+            self.forwarder.set_dlq_topic(topics.dlq)
             self.metrics.set_topics(
                 normalized=topics.normalized,
                 raw=topics.raw,
@@ -249,6 +252,30 @@ class Agent:
     def _on_delivered(self, block: SpoolBlock, latency_secs: float) -> None:
         self.metrics.block_delivered(block, latency_secs)
         self.observer.on_delivered()
+
+    def _on_settled(self, record: Record, outcome: Literal["dlq", "dropped"], reason: str) -> None:
+        self.metrics.record_settled(record, outcome, reason)
+        if record.topic != self.settings.lifecycle.topic:  # a refused event must not cause more
+            self.lifecycle.emit(
+                ev.RecordRefused(
+                    gateway_id=self.settings.gateway_id,
+                    at_ms=self.lifecycle.now_ms(),
+                    topic=record.topic,
+                    reason=reason,
+                    outcome=outcome,
+                    size_bytes=len(record.value),
+                )
+            )
+
+    def _on_clock_skew(self, ahead_ms_at_least: int) -> None:
+        self.metrics.set_clock_ahead(ahead_ms_at_least)
+        self.lifecycle.emit(
+            ev.ClockSkewDetected(
+                gateway_id=self.settings.gateway_id,
+                at_ms=self.lifecycle.now_ms(),
+                ahead_ms_at_least=ahead_ms_at_least,
+            )
+        )
 
     async def run(self, shutdown_trigger: Awaitable[object]) -> int:
         """Run until ``shutdown_trigger`` completes, then drain; return the exit code."""

@@ -48,6 +48,8 @@ _LINES: Final[dict[str, tuple[int, str]]] = {
     "spool_overflow": (logging.ERROR, "Spool dropped records."),
     "spool_block_quarantined": (logging.ERROR, "Spool quarantined a corrupt block."),
     "disk_nearly_full": (logging.ERROR, "Disk under the spool is nearly full."),
+    "record_refused": (logging.WARNING, "Kafka refused a record for good; see outcome."),
+    "clock_skew_detected": (logging.WARNING, "Gateway clock is ahead of Kafka's."),
 }
 _ENVELOPE: Final[set[str]] = {"schema_version", "kind", "event_id", "gateway_id", "at_ms"}
 

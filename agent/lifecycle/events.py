@@ -203,6 +203,40 @@ class DiskNearlyFull(LifecycleEvent):
     free_ratio: float
 
 
+class RecordRefused(LifecycleEvent):
+    """Kafka refused a record for good: it went to the DLQ topic (payload cut) or was dropped.
+
+    Not emitted for records of the lifecycle topic itself (that could loop); those are logged
+    and counted only.
+    """
+
+    kind: Literal["record_refused"] = "record_refused"
+    topic: str = Field(description="The Kafka topic that refused it.")
+    reason: str = Field(
+        description="record_too_large, topic_authorization_failed, topic_missing, "
+        "invalid_record, timestamp_out_of_range or resend_limit."
+    )
+    outcome: Literal["dlq", "dropped"] = Field(
+        description="dlq: a copy (payload cut to kafka.dlq_max_payload_bytes) is in the DLQ "
+        "topic; dropped: not even that copy could be delivered."
+    )
+    size_bytes: int = Field(description="Size of the refused record's payload.")
+
+
+class ClockSkewDetected(LifecycleEvent):
+    """Kafka refused a record timestamp as too far in the future: the gateway clock is ahead.
+
+    Record timestamps are corrected from now on (originals in the ``original-timestamp``
+    header); emitted again whenever the lower bound changes.
+    """
+
+    kind: Literal["clock_skew_detected"] = "clock_skew_detected"
+    ahead_ms_at_least: int = Field(
+        description="Lower bound of how far the gateway clock is ahead of Kafka's, assuming the "
+        "broker's default message.timestamp.after.max.ms of 1 h (0: back in line)."
+    )
+
+
 EVENT_TYPES: tuple[type[LifecycleEvent], ...] = (
     AgentStarted,
     AgentStopping,
@@ -219,6 +253,8 @@ EVENT_TYPES: tuple[type[LifecycleEvent], ...] = (
     SpoolOverflow,
     SpoolBlockQuarantined,
     DiskNearlyFull,
+    RecordRefused,
+    ClockSkewDetected,
 )
 """Every event kind, in documentation order."""
 

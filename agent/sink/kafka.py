@@ -5,19 +5,22 @@ Contract (the forwarder relies on each point):
 - A record counts as delivered only when its send future resolved, i.e. the partition leader
   acknowledged it with ``acks=all`` (every in-sync replica has it, at least
   ``min.insync.replicas``).
-- Records of one :class:`Delivery` are enqueued in order and keyed by device id, so the
-  producer's partitioner sends each device to one partition and the idempotent producer keeps
-  their order across its own retries.
-- While Kafka is unreachable nothing is dropped: the producer retries batches forever (that is
-  what idempotence does in aiokafka), :meth:`KafkaSink.enqueue` gives up after
-  ``request_timeout_secs`` with :class:`~agent.errors.RetryableError` and remembers how far it got
-  (no record is enqueued twice), and the uplink is reported down.
-- After an error the producer cannot recover from (out-of-order sequence, fenced or unknown
-  producer id, a closed producer) the caller calls :meth:`KafkaSink.reset` and sends the affected
-  blocks again: a new producer has a new producer id, so Kafka cannot deduplicate those; the
-  ``message-id`` header makes them removable downstream.
-- A record Kafka will never take (larger than the broker allows) is reported as rejected
-  instead of blocking the spool forever; the caller counts it as dropped with a reason.
+- Records are handed over one at a time with :meth:`KafkaSink.send`, in the caller's order and
+  keyed by device id, so the producer's partitioner sends each device to one partition and the
+  idempotent producer keeps their order across its own retries.
+- ``send`` never waits longer than ``request_timeout_secs`` (one deadline for a whole
+  :meth:`KafkaSink.series` of sends). It raises
+  :class:`~agent.errors.RetryableError` while Kafka is unreachable (nothing is dropped; the uplink
+  is reported down), :class:`TopicPendingError` while a topic has no metadata yet (within
+  ``topic_missing_grace_secs``, or while no broker answers at all), :class:`RecordRefusedError`
+  when the record can never be taken (larger than ``max_request_size_bytes``, topic refused by
+  authorization, topic missing for longer than the grace), and :class:`ProducerFaultError` when
+  the producer itself is broken: the caller then calls :meth:`KafkaSink.reset`.
+- ``send(record, solo=True)`` puts the record in a batch of its own (after a batch-level refusal
+  the caller finds the offending record this way).
+- :meth:`KafkaSink.reset` and :meth:`KafkaSink.close` finish within their deadlines; a producer
+  that does not stop in time is shut down by force (sender task cancelled, connections closed,
+  its pending futures failed), so it never keeps running next to its replacement.
 """
 
 from __future__ import annotations
@@ -27,28 +30,61 @@ import contextlib
 import logging
 import ssl
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
 from aiokafka import AIOKafkaProducer
 from aiokafka import errors as kafka_errors
 
-from agent.errors import PermanentError, RetryableError
+from agent.errors import AgentError, PermanentError, RetryableError
+from agent.sink._delivery import Delivery, Slot, SlotState
+from agent.sink._faults import SettleReason, describe
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable
+    from collections.abc import AsyncIterator, Callable, Iterable
 
-    from agent.model import Record, SpoolBlock
+    from agent.model import Record
     from agent.sink.settings import KafkaSettings
+
+__all__ = [
+    "Delivery",
+    "KafkaSink",
+    "ProducerFaultError",
+    "RecordRefusedError",
+    "Slot",
+    "SlotState",
+    "TopicPendingError",
+    "UplinkState",
+    "run_probe",
+]
 
 _log = logging.getLogger(__name__)
 
-# Errors that concern one record and will not go away by retrying it.
-_RECORD_REJECTED: Final = (
-    kafka_errors.MessageSizeTooLargeError,
-    kafka_errors.RecordListTooLargeError,
-    kafka_errors.InvalidTopicError,
-)
+FORCED_SHUTDOWN_SECS: Final = 1.0
+"""How long a forced shutdown waits for the sender task and the connections to go."""
+
+
+class RecordRefusedError(PermanentError):
+    """Kafka can never take this record; settle it (dead-letter copy or counted drop).
+
+    Attributes:
+        reason: A :class:`~agent.sink._faults.SettleReason` value.
+        detail: One line naming the error.
+    """
+
+    def __init__(self, reason: SettleReason, detail: str) -> None:
+        """Remember why."""
+        super().__init__(f"Kafka refused the record for good ({reason.value}): {detail}.")
+        self.reason = reason
+        self.detail = detail
+
+
+class TopicPendingError(RetryableError):
+    """The topic has no metadata yet; try again shortly (the topic may still appear)."""
+
+
+class ProducerFaultError(AgentError):
+    """The producer is broken (closed, sender died, fenced); reset it and resend."""
 
 
 def _now_ms() -> int:
@@ -70,75 +106,6 @@ class UplinkState:
     reason: str = ""
 
 
-@dataclass(slots=True)
-class Delivery:
-    """The in-flight state of one spool block.
-
-    Attributes:
-        block: The block whose records are being delivered.
-        futures: One send future per enqueued record, in record order.
-        rejected: ``(record index, reason)`` of records Kafka refused for good.
-        enqueued_at: Monotonic time the first record was enqueued (for latency and timeouts).
-    """
-
-    block: SpoolBlock
-    futures: list[asyncio.Future[Any]] = field(default_factory=list)
-    rejected: list[tuple[int, str]] = field(default_factory=list)
-    enqueued_at: float = 0.0
-
-    @property
-    def next_index(self) -> int:
-        """Index of the next record to enqueue."""
-        return len(self.futures) + sum(1 for i, _ in self.rejected if i >= len(self.futures))
-
-    @property
-    def fully_enqueued(self) -> bool:
-        """Whether every record is in the producer (or was rejected at enqueue)."""
-        return self.next_index >= len(self.block.records)
-
-    def acked(self) -> bool:
-        """Whether every enqueued record has an outcome and nothing is left to enqueue."""
-        return self.fully_enqueued and all(f.done() for f in self.futures)
-
-    def failure(self) -> BaseException | None:
-        """The first error that needs a producer reset, if any future failed with one."""
-        for fut in self.futures:
-            if fut.done() and not fut.cancelled():
-                exc = fut.exception()
-                if exc is not None and not isinstance(exc, _RECORD_REJECTED):
-                    return exc
-            elif fut.cancelled():
-                return RetryableError("A send was cancelled.")
-        return None
-
-    def collect_rejections(self) -> list[tuple[int, str]]:
-        """Record-level rejections, including those reported by the broker after enqueue."""
-        out = list(self.rejected)
-        for index, fut in enumerate(self.futures):
-            if fut.done() and not fut.cancelled():
-                exc = fut.exception()
-                if isinstance(exc, _RECORD_REJECTED):
-                    out.append((index, type(exc).__name__))
-        return out
-
-    def consume_exceptions(self) -> None:
-        """Mark every failed future's exception as retrieved, now or when it fails later.
-
-        Used when the delivery is abandoned (producer reset): its futures fail as the old
-        producer is closed, and nobody awaits them any more.
-        """
-        for fut in self.futures:
-            if fut.done():
-                _retrieve(fut)
-            else:
-                fut.add_done_callback(_retrieve)
-
-
-def _retrieve(fut: asyncio.Future[Any]) -> None:
-    if not fut.cancelled():
-        fut.exception()
-
-
 class KafkaSink:
     """Owns the aiokafka producer; see the module docstring for the contract."""
 
@@ -148,6 +115,7 @@ class KafkaSink:
         *,
         topics: Iterable[str] = (),
         on_uplink: Callable[[UplinkState], None] | None = None,
+        producer_factory: Callable[[], AIOKafkaProducer] | None = None,
     ) -> None:
         """Create the sink; nothing connects until :meth:`open`.
 
@@ -155,14 +123,20 @@ class KafkaSink:
             settings: Kafka connection and producer settings.
             topics: Topics the agent writes; metadata probes ask for these only.
             on_uplink: Called on every uplink state change.
+            producer_factory: Builds a producer (tests pass a fake); default: from ``settings``.
         """
         self._settings = settings
         self._topics = tuple(sorted(set(topics)))
         self._on_uplink = on_uplink
+        self._producer_factory = producer_factory or self._build_producer
         self._producer: AIOKafkaProducer | None = None
         self._state = UplinkState(up=False, since_ms=_now_ms(), reason="not connected yet")
         self._ever_up = False
         self._acks_overdue = False
+        # Topics without metadata: (last successful refresh when noticed, monotonic time a later
+        # successful refresh confirmed it missing, or None while unconfirmed).
+        self._missing: dict[str, tuple[object, float | None]] = {}
+        self._in_series = False
         self.resets = 0
 
     # ------------------------------------------------------------------ state
@@ -170,6 +144,11 @@ class KafkaSink:
     def uplink(self) -> UplinkState:
         """The current uplink state."""
         return self._state
+
+    @property
+    def settings(self) -> KafkaSettings:
+        """The settings the sink was made with."""
+        return self._settings
 
     @property
     def ack_timeout_secs(self) -> float:
@@ -257,13 +236,13 @@ class KafkaSink:
         """
         if self._producer is not None:
             return
-        producer = self._build_producer()
+        producer = self._producer_factory()
         try:
             async with asyncio.timeout(self._settings.request_timeout_secs):
                 await producer.start()
         except (TimeoutError, kafka_errors.KafkaError, OSError) as exc:
             # A producer whose start() failed hangs on send (aiokafka #759): never reuse it.
-            await self._stop_quietly(producer)
+            await self._stop_bounded(producer, self._settings.stop_timeout_secs)
             if isinstance(exc, kafka_errors.KafkaError) and not exc.retriable and _is_auth(exc):
                 raise PermanentError(f"Kafka refused the credentials: {exc}.") from exc
             raise RetryableError(
@@ -275,64 +254,108 @@ class KafkaSink:
         self.mark_up()
 
     async def reset(self) -> None:
-        """Throw the producer away after an unrecoverable error; the next open makes a new one."""
+        """Throw the producer away after an unrecoverable error; the next open makes a new one.
+
+        Finishes within ``stop_timeout_secs`` (plus a short forced shutdown): the old producer's
+        pending futures fail and it sends nothing more.
+        """
         producer, self._producer = self._producer, None
         self.resets += 1
         if producer is not None:
-            await self._stop_quietly(producer)
+            await self._stop_bounded(producer, self._settings.stop_timeout_secs)
 
     async def close(self, timeout_secs: float = 5.0) -> None:
-        """Flush and stop the producer, abandoning it if Kafka does not answer in time."""
+        """Flush and stop the producer within ``timeout_secs`` (then shut it down by force)."""
         producer, self._producer = self._producer, None
         if producer is None:
             return
+        deadline = time.monotonic() + timeout_secs
         with contextlib.suppress(TimeoutError, kafka_errors.KafkaError):
             async with asyncio.timeout(timeout_secs):
                 await producer.flush()
-        await self._stop_quietly(producer)
+        await self._stop_bounded(producer, max(0.0, deadline - time.monotonic()))
 
-    async def _stop_quietly(self, producer: AIOKafkaProducer) -> None:
+    async def _stop_bounded(self, producer: AIOKafkaProducer, timeout_secs: float) -> None:
         # stop() can hang forever while idempotent batches wait for an absent cluster (#1101).
         try:
-            async with asyncio.timeout(self._settings.request_timeout_secs):
+            async with asyncio.timeout(timeout_secs):
                 await producer.stop()
         except (TimeoutError, kafka_errors.KafkaError, OSError):
-            _log.warning("Kafka producer did not stop cleanly; abandoning it.")
+            _log.warning("Kafka producer did not stop in time; shutting it down by force.")
+            await force_shutdown(producer)
 
     # ------------------------------------------------------------------ sending
-    async def enqueue(self, delivery: Delivery) -> None:
-        """Hand the not yet enqueued records of ``delivery`` to the producer, in order.
+    async def send(self, record: Record, *, solo: bool = False) -> asyncio.Future[Any]:
+        """Hand one record to the producer; see the module docstring for what it raises.
 
-        Raises:
-            RetryableError: The producer had no room or no metadata within
-                ``request_timeout_secs`` (Kafka is down); call again later to continue where
-                this call stopped.
+        Args:
+            record: The record exactly as it must be produced.
+            solo: Put it in a batch of its own: waits until everything before it was
+                acknowledged, and until it was acknowledged itself.
+
+        Returns:
+            The send future: it resolves when the broker acknowledged the record or fails with
+            the broker's error.
         """
         producer = self._producer
         if producer is None:
             raise RetryableError("The Kafka producer is not open.")
-        records = delivery.block.records
-        if not delivery.futures and not delivery.rejected:
-            delivery.enqueued_at = time.monotonic()
-        index = delivery.next_index
+        self._check_topic(producer, record.topic)
         try:
-            async with asyncio.timeout(self._settings.request_timeout_secs):
-                while index < len(records):
-                    try:
-                        fut = await self._send(producer, records[index])
-                    except _RECORD_REJECTED as exc:
-                        delivery.rejected.append((index, type(exc).__name__))
-                    else:
-                        delivery.futures.append(fut)
-                    index += 1
+            if self._in_series:
+                fut = await self._send_unbounded(producer, record, solo=solo)
+            else:
+                async with asyncio.timeout(self._settings.request_timeout_secs):
+                    fut = await self._send_unbounded(producer, record, solo=solo)
         except TimeoutError as exc:
             self.mark_down("no room in the producer: brokers are not acknowledging")
             raise RetryableError("Kafka did not take records in time.") from exc
-        except kafka_errors.KafkaTimeoutError as exc:
+        except kafka_errors.MessageSizeTooLargeError as exc:
+            raise RecordRefusedError(SettleReason.RECORD_TOO_LARGE, describe(exc)) from exc
+        except kafka_errors.TopicAuthorizationFailedError as exc:
+            raise RecordRefusedError(
+                SettleReason.TOPIC_AUTHORIZATION_FAILED, describe(exc)
+            ) from exc
+        except (kafka_errors.KafkaTimeoutError, kafka_errors.UnknownTopicOrPartitionError) as exc:
             self.mark_down("no metadata for the topic: brokers unreachable")
             raise RetryableError("Kafka did not take records in time.") from exc
-        except (kafka_errors.ProducerClosed, kafka_errors.KafkaError) as exc:
-            raise RetryableError(f"The Kafka producer failed: {exc!r}.") from exc
+        except kafka_errors.KafkaError as exc:
+            raise ProducerFaultError(f"The Kafka producer failed: {exc!r}.") from exc
+        return fut
+
+    @contextlib.asynccontextmanager
+    async def series(self) -> AsyncIterator[None]:
+        """One ``request_timeout_secs`` deadline for a series of :meth:`send` calls.
+
+        A timer per send costs a third of the hot path; the forwarder wraps each round of sends
+        in one series instead. The deadline passing raises RetryableError (uplink down).
+        """
+        if self._in_series:
+            yield
+            return
+        self._in_series = True
+        try:
+            async with asyncio.timeout(self._settings.request_timeout_secs):
+                yield
+        except TimeoutError as exc:
+            self.mark_down("no room in the producer: brokers are not acknowledging")
+            raise RetryableError("Kafka did not take records in time.") from exc
+        finally:
+            self._in_series = False
+
+    async def _send_unbounded(
+        self, producer: AIOKafkaProducer, record: Record, *, solo: bool
+    ) -> asyncio.Future[Any]:
+        if solo:
+            await producer.flush()
+        fut = await self._send(producer, record)
+        if solo:
+            try:
+                await asyncio.wait([fut])
+            except asyncio.CancelledError:
+                fut.add_done_callback(_retrieve)  # in the producer already; nobody awaits it
+                raise
+        return fut
 
     @staticmethod
     async def _send(producer: AIOKafkaProducer, record: Record) -> asyncio.Future[Any]:
@@ -344,6 +367,40 @@ class KafkaSink:
             timestamp_ms=record.timestamp_ms,
         )
         return fut
+
+    def _check_topic(self, producer: AIOKafkaProducer, topic: str) -> None:
+        """Refuse or hold a record whose topic has no metadata, without send()'s long wait."""
+        cluster = producer.client.cluster
+        if cluster.partitions_for_topic(topic) is not None:
+            if self._missing:
+                self._missing.pop(topic, None)
+            return
+        if topic in cluster.unauthorized_topics:
+            raise RecordRefusedError(
+                SettleReason.TOPIC_AUTHORIZATION_FAILED,
+                f"TopicAuthorizationFailedError: not authorized to access topic {topic}",
+            )
+        producer.client.add_topic(topic)
+        refreshed = getattr(cluster, "_last_successful_refresh_ms", None)
+        now = time.monotonic()
+        seen = self._missing.get(topic)
+        if seen is None or (seen[1] is None and refreshed != seen[0]):
+            # First noticed, or first confirmed by a metadata answer that came after it.
+            confirmed_at = None if seen is None else now
+            self._missing[topic] = (refreshed, confirmed_at)
+            producer.client.force_metadata_update()
+            raise TopicPendingError(f"Waiting for metadata of topic {topic}.")
+        confirmed_at = seen[1]
+        if (
+            confirmed_at is not None
+            and now - confirmed_at >= self._settings.topic_missing_grace_secs
+        ):
+            raise RecordRefusedError(
+                SettleReason.TOPIC_MISSING,
+                f"topic {topic} does not exist in the cluster "
+                f"(missing for more than {self._settings.topic_missing_grace_secs:g} s)",
+            )
+        raise TopicPendingError(f"Waiting for metadata of topic {topic}.")
 
     async def probe(self) -> None:
         """Ask the brokers for metadata of the agent's topics; update the uplink state.
@@ -374,6 +431,34 @@ async def run_probe(sink: KafkaSink, interval_secs: float) -> None:
         if sink.is_open:
             with contextlib.suppress(RetryableError):
                 await sink.probe()
+
+
+async def force_shutdown(producer: AIOKafkaProducer) -> None:
+    """Stop a producer whose ``stop()`` hung, so it never runs next to its replacement.
+
+    Fails its pending batches, cancels its sender task, closes its connections. Uses aiokafka
+    internals (0.14), each looked up defensively.
+    """
+    accumulator = getattr(producer, "_message_accumulator", None)
+    if accumulator is not None:
+        with contextlib.suppress(Exception):
+            accumulator.fail_all(kafka_errors.ProducerClosed())
+    sender = getattr(producer, "_sender", None)
+    task = getattr(sender, "sender_task", None)
+    if isinstance(task, asyncio.Future) and not task.done():
+        task.cancel()
+    with contextlib.suppress(TimeoutError, kafka_errors.KafkaError, OSError):
+        async with asyncio.timeout(FORCED_SHUTDOWN_SECS):
+            await producer.client.close()
+    if isinstance(task, asyncio.Future):
+        await asyncio.wait([task], timeout=FORCED_SHUTDOWN_SECS)
+        if task.done() and not task.cancelled():
+            task.exception()
+
+
+def _retrieve(fut: asyncio.Future[Any]) -> None:
+    if not fut.cancelled():
+        fut.exception()
 
 
 def _is_auth(exc: BaseException) -> bool:

@@ -121,6 +121,37 @@ class KafkaSettings(BaseModel):
         json_schema_extra={"reload": "restart"},
     )
 
+    stop_timeout_secs: float = Field(
+        default=5.0,
+        gt=0,
+        le=60,
+        description=(
+            "How long a producer being replaced may take to stop before it is shut down by "
+            "force (sender cancelled, connections closed)."
+        ),
+        json_schema_extra={"reload": "restart"},
+    )
+    dlq_max_payload_bytes: int = Field(
+        default=64 * 1024,
+        ge=0,
+        description=(
+            "A record Kafka refuses for good goes to the dead-letter topic with its payload cut "
+            "to this size (plus original-size and payload-sha256 headers); cut further when "
+            "needed so the copy always fits max_request_size_bytes."
+        ),
+        json_schema_extra={"reload": "restart"},
+    )
+    topic_missing_grace_secs: float = Field(
+        default=60.0,
+        gt=0,
+        description=(
+            "How long a topic may be missing from the cluster's metadata (while other topics "
+            "answer) before its records are settled as topic_missing. While no broker answers "
+            "at all nothing is settled."
+        ),
+        json_schema_extra={"reload": "restart"},
+    )
+
     @field_validator("bootstrap_servers")
     @classmethod
     def _servers_are_host_port(cls, value: str) -> str:

@@ -48,6 +48,7 @@ from prometheus_client import (
 
 from agent.lifecycle.events import KINDS as LIFECYCLE_KINDS
 from agent.pipeline import Outcome, Reason
+from agent.sink import SettleReason
 from agent.source import AckSkipReason
 from agent.source import DropReason as MqttDropReason
 from agent.spool import DropReason as SpoolDropReason
@@ -117,6 +118,10 @@ class RecordDropReason(enum.StrEnum):
     """The reading's quality was below ``min_quality`` and ``low_quality_action`` is ``drop``."""
     KAFKA_REJECTED = "kafka_rejected"
     """Kafka refused the record for good (for example larger than the broker allows)."""
+
+
+SETTLED_OUTCOMES: Final = ("dlq", "dropped")
+"""The ``outcome`` label of ``records_settled_total``."""
 
 
 class ReloadResult(enum.StrEnum):
@@ -247,6 +252,11 @@ class Metrics:
         self._quarantined = c(
             "spool_quarantined_blocks_total", "Unreadable spool blocks moved to quarantine."
         )
+        self._settled = c(
+            "records_settled_total",
+            "Records Kafka refused for good: a cut copy is in the DLQ topic, or dropped.",
+            ("outcome", "reason"),
+        )
         self._producer_resets = c(
             "producer_resets_total", "Kafka producers replaced after an unrecoverable error."
         )
@@ -278,6 +288,10 @@ class Metrics:
             "config_generation", "Generation of the configuration in use (1 at start)."
         )
         self._devices_online = g("devices_online", "Devices currently considered online.")
+        self._clock_ahead = g(
+            "clock_ahead_of_kafka_seconds",
+            "Lower bound of how far the gateway clock is ahead of Kafka's (0: none detected).",
+        )
 
     def _preinitialise(self) -> None:
         for mqtt_reason in MqttDropReason:
@@ -290,6 +304,9 @@ class Metrics:
             self._dropped.labels(reason=drop_reason.value)
         for kind in TopicKind:
             self._forwarded.labels(topic_kind=kind.value)
+        for outcome in SETTLED_OUTCOMES:
+            for settle_reason in SettleReason:
+                self._settled.labels(outcome=outcome, reason=settle_reason.value)
         for result in ReloadResult:
             self._config_reloads.labels(result=result.value)
         for event_kind in LIFECYCLE_KINDS:
@@ -409,7 +426,7 @@ class Metrics:
         """A spool block left the spool after Kafka acknowledged it (``Forwarder.on_delivered``).
 
         Observes the send latency and counts the block's records by topic kind, minus the ones
-        :meth:`kafka_rejected` counted as dropped (the forwarder reports those first).
+        :meth:`record_settled` counted (the forwarder reports those first).
         """
         self._send_latency.observe(max(0.0, latency_secs))
         counts = dict.fromkeys(TopicKind, 0)
@@ -436,13 +453,29 @@ class Metrics:
                 extra={"records": unknown},
             )
 
-    def kafka_rejected(self, record: Record, reason: str) -> None:  # noqa: ARG002 - hook signature
-        """Kafka refused a record for good (``Forwarder.on_rejected``): it is dropped."""
-        self.dropped(RecordDropReason.KAFKA_REJECTED)
+    def record_settled(self, record: Record, outcome: str, reason: str) -> None:
+        """Kafka refused a record for good (``Forwarder.on_settled``).
+
+        Counts ``records_settled_total{outcome,reason}``; a ``dropped`` record also counts as
+        ``records_dropped_total{reason="kafka_rejected"}``, a ``dlq`` one as forwarded to the
+        DLQ topic. Either way the record itself is not counted as forwarded to its own topic
+        when its block is delivered.
+        """
+        if outcome not in SETTLED_OUTCOMES:
+            raise ValueError(f"{outcome!r} is not a settlement outcome.")
+        self._settled.labels(outcome=outcome, reason=SettleReason(reason).value).inc()
+        if outcome == "dropped":
+            self.dropped(RecordDropReason.KAFKA_REJECTED)
+        else:
+            self._forwarded.labels(topic_kind=TopicKind.DLQ.value).inc()
         kind = self.topic_kind(record.topic)
         if kind is not None:
             with self._lock:
                 self._rejected_by_kafka[kind] += 1
+
+    def set_clock_ahead(self, ahead_ms_at_least: int) -> None:
+        """Kafka refused timestamps: the gateway clock is at least this far ahead (0: none)."""
+        self._clock_ahead.set(max(0, ahead_ms_at_least) / 1000)
 
     def producer_reset(self) -> None:
         """The Kafka producer was replaced after an unrecoverable error."""

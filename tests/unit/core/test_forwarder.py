@@ -1,217 +1,392 @@
-"""The forwarder removes a block only after Kafka acknowledged every record in it."""
+"""The forwarder settles every record on its own: delivered, DLQ or counted drop.
+
+A real KafkaSink drives a fake producer (``tests/unit/sink/_fake_kafka.py``) whose broker judges
+batches like Kafka does; the spool is an in-memory fake with leases.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import logging
+from contextlib import asynccontextmanager
 from typing import Any
 
+import pytest
 from aiokafka import errors as kafka_errors
 
-from agent.errors import RetryableError
 from agent.forwarder import Forwarder, ForwarderSettings
-from agent.model import Record, SpoolBlock
-from agent.sink.kafka import Delivery, UplinkState
+from agent.sink import ClockDiscipline
+from tests.unit.sink._fake_kafka import FakeBroker, FakeSpool, make_sink, record, until
+
+HOUR_MS = 3_600_000
 
 
-class FakeSpool:
-    """An in-memory spool with the forwarder's interface."""
+class Harness:
+    def __init__(
+        self,
+        blocks: list[tuple[Any, ...]],
+        broker: FakeBroker | None = None,
+        *,
+        sink: dict[str, Any] | None = None,
+        clock: ClockDiscipline | None = None,
+        **settings: Any,
+    ) -> None:
+        self.broker = broker or FakeBroker()
+        self.spool = FakeSpool(blocks)
+        self.sink = make_sink(self.broker, **(sink or {}))
+        self.settled: list[tuple[bytes, str, str]] = []
+        self.skews: list[int] = []
+        options = {"max_in_flight_blocks": 4, "retry_initial_secs": 0.01, "retry_max_secs": 0.05}
+        self.forwarder = Forwarder(
+            self.spool,
+            self.sink,
+            ForwarderSettings(**{**options, **settings}),
+            dlq_topic="dlq",
+            on_settled=lambda r, outcome, reason: self.settled.append((r.value, outcome, reason)),
+            on_clock_skew=self.skews.append,
+            clock=clock,
+        )
 
-    def __init__(self, blocks: int, records_per_block: int = 3) -> None:
-        self.blocks = {
-            i: SpoolBlock(
-                block_id=i,
-                created_at_ms=0,
-                records=tuple(
-                    Record("t", b"k", f"{i}-{j}".encode(), (), 0) for j in range(records_per_block)
-                ),
-                size_bytes=10,
-            )
-            for i in range(1, blocks + 1)
-        }
-        self.removed: list[int] = []
-        self.changed = asyncio.Event()
+    @asynccontextmanager
+    async def running(self):
+        async with asyncio.TaskGroup() as tg:
+            task = tg.create_task(self.forwarder.run())
+            try:
+                yield self
+            finally:
+                task.cancel()
 
-    async def read(self, after_block_id: int | None, max_blocks: int) -> list[SpoolBlock]:
-        ids = sorted(i for i in self.blocks if after_block_id is None or i > after_block_id)
-        return [self.blocks[i] for i in ids[:max_blocks]]
-
-    async def wait_for_data(self, after_block_id: int | None = None) -> bool:
-        while not await self.read(after_block_id, 1):
-            self.changed.clear()
-            await self.changed.wait()
-        return True
-
-    async def remove(self, *block_ids: int) -> int:
-        for i in block_ids:
-            self.blocks.pop(i, None)
-            self.removed.append(i)
-        return len(block_ids)
-
-    def stats(self) -> Any:
-        class _Stats:
-            blocks = len(self.blocks)
-
-        return _Stats()
+    def drained(self) -> bool:
+        return not self.spool.blocks and self.forwarder.in_flight_blocks == 0
 
 
-class FakeSink:
-    """Hands out futures the test resolves; records every enqueue."""
-
-    ack_timeout_secs = 0.05
-
-    def __init__(self) -> None:
-        self.is_open = False
-        self.opens = 0
-        self.resets = 0
-        self.futures: list[tuple[Record, asyncio.Future[Any]]] = []
-        self.reject_values: set[bytes] = set()
-        self.uplink = UplinkState(up=False, since_ms=0)
-        self.down_reasons: list[str] = []
-
-    async def open(self) -> None:
-        self.is_open = True
-        self.opens += 1
-
-    async def reset(self) -> None:
-        self.is_open = False
-        self.resets += 1
-
-    def mark_up(self) -> None:
-        self.uplink = UplinkState(up=True, since_ms=0)
-
-    def mark_down(self, reason: str, *, acks_overdue: bool = False) -> None:  # noqa: ARG002
-        self.down_reasons.append(reason)
-        self.uplink = UplinkState(up=False, since_ms=0, reason=reason)
-
-    async def enqueue(self, delivery: Delivery) -> None:
-        if not self.is_open:
-            raise RetryableError("closed")
-        for record in delivery.block.records[delivery.next_index :]:
-            fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-            if record.value in self.reject_values:
-                fut.set_exception(kafka_errors.MessageSizeTooLargeError())
-            self.futures.append((record, fut))
-            delivery.futures.append(fut)
-
-    def ack_all(self) -> None:
-        for _, fut in self.futures:
-            if not fut.done():
-                fut.set_result(None)
-
-    def fail_all(self, exc: BaseException) -> None:
-        for _, fut in self.futures:
-            if not fut.done():
-                fut.set_exception(exc)
-
-
-async def _until(cond, timeout_s: float = 5.0) -> None:
-    async with asyncio.timeout(timeout_s):
-        while not cond():
-            await asyncio.sleep(0.005)
-
-
-def _forwarder(spool: FakeSpool, sink: FakeSink, rejected: list[str] | None = None) -> Forwarder:
-    settings = ForwarderSettings(max_in_flight_blocks=4, retry_initial_secs=0.01)
-    return Forwarder(
-        spool,  # type: ignore[arg-type]
-        sink,  # type: ignore[arg-type]
-        settings,
-        on_rejected=(lambda _r, reason: rejected.append(reason)) if rejected is not None else None,
-    )
+def _block(*values: str, topic: str = "t") -> tuple[Any, ...]:
+    return tuple(record(v, topic) for v in values)
 
 
 async def test_forwarder_removes_blocks_only_after_every_record_is_acked():
     """Unacknowledged blocks stay in the spool; acked ones are removed, oldest first."""
-    spool, sink = FakeSpool(blocks=3), FakeSink()
-    forwarder = _forwarder(spool, sink)
-    async with asyncio.TaskGroup() as tg:
-        task = tg.create_task(forwarder.run())
-        await _until(lambda: len(sink.futures) == 9)
-        await _until(lambda: len(sink.down_reasons) >= 2)  # two ack timeouts went by
-        assert spool.removed == []
-        assert "acknowledgements outstanding" in sink.down_reasons[0]
-        sink.ack_all()
-        await _until(lambda: spool.removed == [1, 2, 3])
-        assert forwarder.is_drained()
-        task.cancel()
-    assert forwarder.stats.records_forwarded == 9
+    h = Harness([_block("1-0", "1-1"), _block("2-0"), _block("3-0", "3-1")])
+    h.broker.acking = False
+    async with h.running():
+        await until(
+            lambda: h.broker.producers and sum(len(b) for _, b in h.broker.producers[0].held) == 5
+        )
+        await until(lambda: not h.sink.uplink.up)  # the ack timeout went by
+        assert h.spool.removed == []
+        h.broker.release()
+        await until(lambda: h.spool.removed == [1, 2, 3])
+    assert h.broker.values("t") == [b"1-0", b"1-1", b"2-0", b"3-0", b"3-1"]
+    assert h.forwarder.stats.records_forwarded == 5
 
 
 async def test_forwarder_waits_through_an_outage_without_resending():
-    """While acks are missing nothing is enqueued twice; when they come, all blocks go."""
-    spool, sink = FakeSpool(blocks=2), FakeSink()
-    forwarder = _forwarder(spool, sink)
-    async with asyncio.TaskGroup() as tg:
-        task = tg.create_task(forwarder.run())
-        await _until(lambda: len(sink.down_reasons) >= 3)
-        assert len(sink.futures) == 6  # each record enqueued exactly once
-        sink.ack_all()
-        await _until(lambda: spool.removed == [1, 2])
-        task.cancel()
-    assert sink.resets == 0
+    """While acks are missing nothing is sent twice and the producer is not replaced."""
+    h = Harness([_block("a", "b"), _block("c")])
+    h.broker.acking = False
+    async with h.running():
+        await asyncio.sleep(0.5)  # two ack timeouts
+        h.broker.release()
+        await until(h.drained)
+    assert h.broker.values("t") == [b"a", b"b", b"c"]
+    assert len(h.broker.producers) == 1
 
 
-async def test_forwarder_replaces_the_producer_and_resends_after_a_fatal_error():
-    """OutOfOrderSequenceNumber: producer reset, every unremoved block re-read and resent."""
-    spool, sink = FakeSpool(blocks=2), FakeSink()
-    forwarder = _forwarder(spool, sink)
-    async with asyncio.TaskGroup() as tg:
-        task = tg.create_task(forwarder.run())
-        await _until(lambda: len(sink.futures) == 6)
-        sink.fail_all(kafka_errors.OutOfOrderSequenceNumber())
-        await _until(lambda: sink.resets == 1 and len(sink.futures) == 12)
-        assert spool.removed == []
-        resent = [r.value for r, _ in sink.futures[6:]]
-        assert resent == [r.value for r, _ in sink.futures[:6]]  # same records, same order
-        sink.ack_all()
-        await _until(lambda: spool.removed == [1, 2])
-        task.cancel()
-    assert forwarder.stats.producer_resets == 1
-    assert sink.opens == 2
+async def test_forwarder_record_refused_at_send_does_not_wedge_or_resend():
+    """A record over max_request_size (refused at send) is settled; its neighbours go once."""
+    big = "x" * 70_000
+    h = Harness(
+        [_block("a", big, "b"), _block("c")],
+        FakeBroker(max_request_bytes=65_536),
+        sink={"max_request_size_bytes": 65_536, "dlq_max_payload_bytes": 1000},
+    )
+    async with h.running():
+        await until(h.drained)
+    assert h.broker.values("t") == [b"a", b"b", b"c"]
+    assert h.settled == [(big.encode(), "dlq", "record_too_large")]
+    (copy,) = [s for s in h.broker.stored if s.topic == "dlq"]
+    assert len(copy.value) == 1000
+    assert copy.headers["original-size"] == b"70000"
+    assert copy.headers["dlq-reason"] == b"record_too_large"
+    assert b"MessageSizeTooLargeError" in copy.headers["dlq-detail"]
+    assert copy.headers["message-id"] == big.encode()[:16]
+    assert len(copy.headers["payload-sha256"]) == 64
 
 
-async def test_forwarder_counts_a_record_kafka_refuses_for_good_and_moves_on():
-    """A record too large for Kafka is reported as rejected; the block is still removed."""
-    spool, sink = FakeSpool(blocks=1), FakeSink()
-    sink.reject_values = {b"1-1"}
-    rejected: list[str] = []
-    forwarder = _forwarder(spool, sink, rejected)
-    async with asyncio.TaskGroup() as tg:
-        task = tg.create_task(forwarder.run())
-        await _until(lambda: len(sink.futures) == 3)
-        sink.ack_all()
-        await _until(lambda: spool.removed == [1])
-        task.cancel()
-    assert rejected == ["MessageSizeTooLargeError"]
-    assert forwarder.stats.records_rejected == 1
+async def test_forwarder_splits_a_batch_refused_as_too_large():
+    """Batch-level MESSAGE_TOO_LARGE: innocent neighbours are delivered, the big one set aside."""
+    big = "B" * 3000
+    h = Harness(
+        [_block("w")], FakeBroker(max_message_bytes=2500), sink={"dlq_max_payload_bytes": 1000}
+    )
+    async with h.running():
+        await until(h.drained)  # the producer wrote to "t": a refusal now leaves a sequence gap
+        h.spool.add(_block("n1", "n2", big, "n3", "n4"))
+        h.spool.add(_block("n5"))
+        await until(h.drained)
+    assert sorted(h.broker.values("t")) == [b"n1", b"n2", b"n3", b"n4", b"n5", b"w"]
+    assert h.settled == [(big.encode(), "dlq", "record_too_large")]
+    assert h.forwarder.stats.producer_resets <= 2
 
 
-async def test_forwarder_never_removes_a_block_whose_records_are_only_partly_enqueued():
-    """Kafka stopped taking records mid-block: the acked part does not let the block go."""
-    spool, sink = FakeSpool(blocks=1, records_per_block=4), FakeSink()
-    real_enqueue = sink.enqueue
-    calls = 0
+async def test_forwarder_dlq_refusal_is_a_counted_drop():
+    """When the DLQ topic refuses the copy too, the record is dropped, counted and reported."""
+    h = Harness(
+        [_block("a", "z" * 70_000)],
+        FakeBroker(max_request_bytes=65_536),
+        sink={"max_request_size_bytes": 65_536, "dlq_max_payload_bytes": 1000},
+    )
+    h.broker.write_denied = {"dlq"}
+    async with h.running():
+        await until(h.drained)
+    assert h.broker.values("t") == [b"a"]
+    assert h.settled == [(b"z" * 70_000, "dropped", "record_too_large")]
+    assert h.forwarder.stats.records_dropped == 1
 
-    async def stalling_enqueue(delivery: Delivery) -> None:
-        nonlocal calls
-        calls += 1
-        if calls == 1:  # the first call takes two records, then the producer has no room
-            for record in delivery.block.records[:2]:
-                fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-                sink.futures.append((record, fut))
-                delivery.futures.append(fut)
-            raise RetryableError("Kafka did not take records in time.")
-        await real_enqueue(delivery)
 
-    sink.enqueue = stalling_enqueue  # type: ignore[method-assign]
-    forwarder = _forwarder(spool, sink)
-    async with asyncio.TaskGroup() as tg:
-        task = tg.create_task(forwarder.run())
-        await _until(lambda: len(sink.futures) >= 2)
-        sink.ack_all()  # the first two records are acknowledged...
-        await _until(lambda: len(sink.futures) == 4)  # ...the rest is enqueued later, once
-        assert spool.removed == []
-        assert [r.value for r, _ in sink.futures] == [f"1-{j}".encode() for j in range(4)]
-        sink.ack_all()
-        await _until(lambda: spool.removed == [1])
-        task.cancel()
+async def test_forwarder_topic_authorization_failure_settles_only_that_topic():
+    """Writes to one topic denied: its records go to the DLQ, the other topics keep flowing."""
+    h = Harness([(record("r1"), record("e1", "life"), record("r2")), _block("r3")])
+    h.broker.write_denied = {"life"}
+    async with h.running():
+        await until(h.drained)
+        h.spool.add((record("e2", "life"),))
+        await until(h.drained)
+    assert h.broker.values("t") == [b"r1", b"r2", b"r3"]
+    assert h.settled == [
+        (b"e1", "dlq", "topic_authorization_failed"),
+        (b"e2", "dlq", "topic_authorization_failed"),
+    ]
+    assert len(h.broker.producers) == 1
+
+
+async def test_forwarder_topic_unauthorized_in_metadata_is_settled_without_waiting():
+    """A topic the metadata calls unauthorized is settled at send, without send()'s long wait."""
+    h = Harness([(record("r1"), record("e1", "life"))], sink={"request_timeout_secs": 30})
+    h.broker.unauthorized = {"life"}
+    async with h.running():
+        await until(h.drained, timeout_s=10)  # well under request_timeout_secs
+    assert h.settled == [(b"e1", "dlq", "topic_authorization_failed")]
+
+
+async def test_forwarder_cuts_a_dead_letter_too_large_for_kafka():
+    """A pipeline DLQ record over max_request_size is replaced by its cut copy, not dropped."""
+    big = record(b"D" * 70_000, "dlq", headers=(("dlq-reason", b"payload_too_large"),))
+    h = Harness(
+        [(record("r1"), big)],
+        FakeBroker(max_request_bytes=65_536),
+        sink={"max_request_size_bytes": 65_536, "dlq_max_payload_bytes": 1000},
+    )
+    async with h.running():
+        await until(h.drained)
+    assert h.settled == [(big.value, "dlq", "record_too_large")]
+    (copy,) = [s for s in h.broker.stored if s.topic == "dlq"]
+    assert copy.value == b"D" * 1000
+    assert copy.headers["dlq-reason"] == b"payload_too_large"
+    assert copy.headers["original-size"] == b"70000"
+
+
+async def test_forwarder_dlq_topic_refused_is_a_counted_drop():
+    """A refused record of the DLQ topic itself is dropped with the topic's reason."""
+    h = Harness([(record("r1"), record("d1", "dlq"))])
+    h.broker.write_denied = {"dlq"}
+    async with h.running():
+        await until(h.drained)
+    assert h.settled == [(b"d1", "dropped", "topic_authorization_failed")]
+    assert h.broker.values("t") == [b"r1"]
+
+
+async def test_forwarder_missing_topic_is_settled_after_the_grace():
+    """A topic absent from working metadata is settled as topic_missing after the grace."""
+    h = Harness(
+        [(record("r1"), record("g1", "gone"), record("r2"))], sink={"topic_missing_grace_secs": 0.2}
+    )
+    async with h.running():
+        await until(h.drained)
+    assert h.broker.values("t") == [b"r1", b"r2"]
+    assert h.settled == [(b"g1", "dlq", "topic_missing")]
+
+
+async def test_forwarder_settles_nothing_while_the_cluster_is_unreachable():
+    """No metadata answer at all is an outage: the record waits, beyond the grace, then goes."""
+    h = Harness([(record("g1", "new"),)], sink={"topic_missing_grace_secs": 0.05})
+    h.broker.metadata_answers = False
+    async with h.running():
+        await asyncio.sleep(0.5)
+        assert h.settled == []
+        assert h.spool.blocks
+        h.broker.topics.add("new")
+        h.broker.metadata_answers = True
+        await until(h.drained)
+    assert h.broker.values("new") == [b"g1"]
+    assert h.settled == []
+
+
+async def test_forwarder_learns_a_clock_correction_from_invalid_timestamp():
+    """Gateway clock 2 h fast: refusals teach a correction, readings flow, skew reported."""
+    local_now = 10 * HOUR_MS
+    clock = ClockDiscipline(wall_ms=lambda: local_now, mono_ms=lambda: 0)
+    broker = FakeBroker(max_record_ahead_ms=HOUR_MS, now_ms=local_now - 2 * HOUR_MS - 1)
+    device_ts = broker.now_ms - 5000  # readings carry the device's (correct) time
+    blocks = [
+        (
+            record(f"r{i}", "t", ts=device_ts),
+            *(record(f"e{i}-{j}", "life", ts=local_now) for j in range(3)),
+        )
+        for i in range(5)
+    ]
+    h = Harness(blocks, broker, clock=clock)
+    async with h.running():
+        await until(h.drained)
+    events = [s for s in broker.stored if s.topic == "life"]
+    assert sorted(s.value for s in events) == sorted(r.value for b in blocks for r in b[1:])
+    assert all(s.timestamp_ms <= broker.now_ms + HOUR_MS for s in events)
+    assert all(s.headers["original-timestamp"] == b"%d" % local_now for s in events)
+    readings = [s for s in broker.stored if s.topic == "t"]
+    assert [s.value for s in readings] == [f"r{i}".encode() for i in range(5)]
+    assert all(s.timestamp_ms == device_ts for s in readings)
+    assert all("original-timestamp" not in s.headers for s in readings)
+    assert h.settled == []
+    assert h.skews == sorted(set(h.skews))  # each change reported once
+    assert h.skews[-1] >= 2 * HOUR_MS
+    assert h.forwarder.stats.producer_resets <= 3
+
+
+async def test_forwarder_does_not_reset_on_retriable_errors():
+    """A batch expired for a leaderless partition is sent again by the same producer."""
+    broker = FakeBroker(inject=[kafka_errors.LeaderNotAvailableError()])
+    h = Harness([_block("a", "b")], broker)
+    async with h.running():
+        await until(h.drained)
+    assert h.broker.values("t") == [b"a", b"b"]
+    assert len(broker.producers) == 1
+    assert h.forwarder.stats.producer_resets == 0
+
+
+async def test_forwarder_resets_on_out_of_order_sequence_and_resends_only_unacked():
+    """OutOfOrderSequenceNumber: producer replaced, leases released, acked records not resent."""
+    h = Harness([(record("a"), record("l", "life")), _block("b")])
+    h.broker.acking = False
+    async with h.running():
+        producer = await _held_batches(h, 2)
+        h.broker.acking = True
+        for topic, batch in producer.held:
+            if topic == "life":
+                h.broker.inject.append(kafka_errors.OutOfOrderSequenceNumber())
+            h.broker.judge(producer, topic, batch)
+        producer.held = []
+        await until(h.drained)
+    assert h.forwarder.stats.producer_resets == 1
+    assert h.spool.leases_released == 1
+    assert sorted(s.value for s in h.broker.stored) == [b"a", b"b", b"l"]  # nothing twice
+    assert len(h.broker.producers) == 2
+
+
+async def test_forwarder_reset_resends_in_window_order():
+    """After a reset, records whose batch expired (retriable) are resent in spool order."""
+    h = Harness([_block("a"), _block("b"), _block("c")])
+    h.broker.one_record_batches = True
+    h.broker.acking = False
+    async with h.running():
+        producer = await _held_batches(h, 3)
+        h.broker.inject = [
+            kafka_errors.OutOfOrderSequenceNumber(),
+            kafka_errors.LeaderNotAvailableError(),
+            kafka_errors.OutOfOrderSequenceNumber(),
+        ]
+        h.broker.release()
+        await until(h.drained)
+    assert producer.number == 0
+    assert h.broker.values("t") == [b"a", b"b", b"c"]
+    assert h.forwarder.stats.producer_resets == 1
+
+
+async def test_forwarder_removes_finished_blocks_before_a_reset_found_behind_them():
+    """A producer fault in a later block: the finished blocks before it leave the spool first."""
+    h = Harness([_block("a"), _block("b"), _block("c")])
+    h.broker.one_record_batches = True
+    h.broker.acking = False
+    async with h.running():
+        await _held_batches(h, 3)
+        h.broker.inject = [None, None, kafka_errors.OutOfOrderSequenceNumber()]  # type: ignore[list-item]
+        h.broker.release()
+        await until(h.drained)
+    assert h.spool.removed == [1, 2, 3]
+    assert h.broker.values("t") == [b"a", b"b", b"c"]  # a and b not sent twice
+    assert h.forwarder.stats.producer_resets == 1
+
+
+async def _held_batches(h: Harness, count: int) -> Any:
+    await until(lambda: h.broker.producers and len(h.broker.producers[0].held) == count)
+    return h.broker.producers[0]
+
+
+async def test_forwarder_sets_aside_a_record_after_the_resend_limit():
+    """A record that keeps breaking the producer is settled as resend_limit; the rest flows."""
+    h = Harness([_block("poison")], max_resends_per_block=2)
+    h.broker.inject = [kafka_errors.OutOfOrderSequenceNumber() for _ in range(3)]
+    async with h.running():
+        await until(h.drained)
+        h.spool.add(_block("next"))
+        await until(h.drained)
+    assert h.settled == [(b"poison", "dlq", "resend_limit")]
+    assert h.forwarder.stats.producer_resets == 3
+    assert h.broker.values("t") == [b"next"]
+
+
+async def test_forwarder_retries_spool_failures_and_logs_once(caplog):
+    """Failing spool reads and removes are retried with back-off, logged once, never fatal."""
+    h = Harness([_block("a"), _block("b")])
+    h.spool.fail_reads = 2
+    h.spool.fail_removes = 3
+    with caplog.at_level(logging.WARNING, logger="agent.forwarder"):
+        async with h.running():
+            await until(h.drained)
+    assert h.broker.values("t") == [b"a", b"b"]
+    failures = [r for r in caplog.records if r.getMessage().startswith("The spool failed")]
+    assert len(failures) == 2  # one read episode, one remove episode
+
+
+async def test_forwarder_invalid_record_alone_is_dead_lettered():
+    """A non-retriable broker error (e.g. INVALID_RECORD) is split; refused alone it is settled."""
+    h = Harness([_block("a", "bad", "b")])
+    real_verdict = h.broker._verdict
+
+    def verdict(producer, topic, batch):
+        if topic == "t" and any(s.value == b"bad" for s, _ in batch):
+            return kafka_errors.UnknownError()
+        return real_verdict(producer, topic, batch)
+
+    h.broker._verdict = verdict  # type: ignore[method-assign]
+    async with h.running():
+        await until(h.drained)
+    assert sorted(h.broker.values("t")) == [b"a", b"b"]
+    assert h.settled == [(b"bad", "dlq", "invalid_record")]
+
+
+@pytest.mark.parametrize("old_first", [False, True])
+async def test_forwarder_settles_a_record_too_old_for_the_broker_without_skewing_the_clock(
+    old_first,
+):
+    """INVALID_TIMESTAMP for an old record: split, settled as timestamp_out_of_range; no skew."""
+    local_now = 100 * HOUR_MS
+    clock = ClockDiscipline(wall_ms=lambda: local_now, mono_ms=lambda: 0)
+    pair = [record("new", ts=local_now), record("old", ts=local_now - 50 * HOUR_MS)]
+    h = Harness([tuple(reversed(pair) if old_first else pair)], clock=clock)
+    real_verdict = h.broker._verdict
+
+    def verdict(producer, topic, batch):
+        if any(s.timestamp_ms < local_now - 24 * HOUR_MS for s, _ in batch):
+            return kafka_errors.InvalidTimestampError()
+        return real_verdict(producer, topic, batch)
+
+    h.broker._verdict = verdict  # type: ignore[method-assign]
+    async with h.running():
+        await until(h.drained)
+    assert h.broker.values("t") == [b"new"]
+    assert h.settled == [(b"old", "dlq", "timestamp_out_of_range")]
+    (copy,) = [s for s in h.broker.stored if s.topic == "dlq"]
+    assert copy.timestamp_ms == local_now
+    assert copy.headers["original-timestamp"] == b"%d" % (local_now - 50 * HOUR_MS)
+    assert h.skews == []
+    assert clock.correction_ms() is None

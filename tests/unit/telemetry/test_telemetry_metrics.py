@@ -37,6 +37,8 @@ EXPECTED_FAMILIES = {
     "edge_agent_lifecycle_events_suppressed": "counter",
     "edge_agent_devices_online": "gauge",
     "edge_agent_producer_resets": "counter",
+    "edge_agent_records_settled": "counter",
+    "edge_agent_clock_ahead_of_kafka_seconds": "gauge",
 }
 
 CLOSED_SETS = {
@@ -226,16 +228,32 @@ def test_metrics_block_delivered_counts_records_by_topic_kind():
     assert "t.norm" not in metrics.render().decode()
 
 
-def test_metrics_kafka_rejected_records_are_dropped_not_forwarded():
-    """A record Kafka refused counts as dropped and is left out of its block's forwarded count."""
+def test_metrics_settled_records_are_counted_by_outcome_not_forwarded():
+    """A refused record counts as settled (dropped also as kafka_rejected), not as forwarded."""
     metrics = Metrics(process_metrics=False)
     metrics.set_topics(**TOPICS)
     delivered = block("t.norm", "t.norm", "t.norm")
-    metrics.kafka_rejected(delivered.records[1], "MessageSizeTooLargeError")
+    metrics.record_settled(delivered.records[1], "dropped", "record_too_large")
+    metrics.record_settled(delivered.records[2], "dlq", "invalid_record")
     metrics.block_delivered(delivered, 0.01)
     metrics.block_delivered(delivered, 0.01)
+    settled = "edge_agent_records_settled_total"
+    assert value(metrics, settled, outcome="dropped", reason="record_too_large") == 1
+    assert value(metrics, settled, outcome="dlq", reason="invalid_record") == 1
+    assert value(metrics, settled, outcome="dlq", reason="resend_limit") == 0
     assert value(metrics, "edge_agent_records_dropped_total", reason="kafka_rejected") == 1
-    assert value(metrics, "edge_agent_records_forwarded_total", topic_kind="normalized") == 5
+    assert value(metrics, "edge_agent_records_forwarded_total", topic_kind="normalized") == 4
+    assert value(metrics, "edge_agent_records_forwarded_total", topic_kind="dlq") == 1
+
+
+def test_metrics_clock_ahead_is_a_gauge_in_seconds():
+    """The clock skew lower bound is exported in seconds and can return to 0."""
+    metrics = Metrics(process_metrics=False)
+    assert value(metrics, "edge_agent_clock_ahead_of_kafka_seconds") == 0
+    metrics.set_clock_ahead(7_200_000)
+    assert value(metrics, "edge_agent_clock_ahead_of_kafka_seconds") == 7200
+    metrics.set_clock_ahead(0)
+    assert value(metrics, "edge_agent_clock_ahead_of_kafka_seconds") == 0
 
 
 def test_metrics_renamed_topics_keep_their_kind():
