@@ -37,7 +37,6 @@ Contract:
 from __future__ import annotations
 
 import asyncio
-import inspect
 import logging
 import time
 from collections import deque
@@ -114,11 +113,7 @@ class ForwarderSettings(BaseModel):
 
 
 class SpoolReader(Protocol):
-    """What the forwarder needs from the spool.
-
-    The spool's ``release_leases()`` (sync or async) is called too when the spool has it: after
-    a producer reset, before the blocks are read again.
-    """
+    """What the forwarder needs from the spool."""
 
     async def read(self, after_block_id: int | None, max_blocks: int) -> list[SpoolBlock]:
         """Blocks after the cursor, oldest first (leased to the forwarder)."""
@@ -134,6 +129,10 @@ class SpoolReader(Protocol):
 
     def stats(self) -> SpoolStats:
         """In-memory counters (blocks left)."""
+        ...
+
+    async def release_leases(self) -> None:
+        """Abandon every block in flight (after a producer reset, before reading them again)."""
         ...
 
 
@@ -277,12 +276,7 @@ class Forwarder:
         await asyncio.sleep(self._reset_backoff.next_delay())
 
     async def _release_leases(self) -> None:
-        release: Callable[[], Awaitable[None] | None] | None = getattr(
-            self._spool, "release_leases", None
-        )
-        if release is None:
-            return
-        await self._retrying("release leases", _as_coroutine(release))
+        await self._retrying("release leases", self._spool.release_leases)
 
     # ------------------------------------------------------------------ the pump
     async def _pump(self) -> None:
@@ -587,12 +581,3 @@ class Forwarder:
                     extra={"operation": what, "attempts": backoff.attempts + 1},
                 )
             return result
-
-
-def _as_coroutine(call: Callable[[], Awaitable[None] | None]) -> Callable[[], Awaitable[None]]:
-    async def run() -> None:
-        result = call()
-        if inspect.isawaitable(result):
-            await result
-
-    return run
