@@ -11,9 +11,18 @@ directory that is wiped on stop, and is registered in a pid directory so a later
 clean up after a run that was killed.
 """
 
-from tests.infra._kafka import KafkaCluster, KafkaNode, NodeRole
+from tests.infra._kafka import Acl, KafkaCluster, KafkaNode, NodeRole, producer_acls
 from tests.infra._kube import KubeApiServer
 from tests.infra._mosquitto import Mosquitto
 from tests.infra._process import ServiceError
 
-__all__ = ["KafkaCluster", "KafkaNode", "KubeApiServer", "Mosquitto", "NodeRole", "ServiceError"]
+__all__ = [
+    "Acl",
+    "KafkaCluster",
+    "KafkaNode",
+    "KubeApiServer",
+    "Mosquitto",
+    "NodeRole",
+    "ServiceError",
+    "producer_acls",
+]

@@ -15,6 +15,8 @@ from typing import Any
 import yaml
 
 from tests.infra import KafkaCluster, Mosquitto
+from tests.support.faketime import faketime_env
+from tests.support.metrics import MetricsPage
 
 READY_MARKER = "MQTT subscribed"
 
@@ -46,6 +48,8 @@ class AgentProcess:
     starts: int = 0
     config_path_override: Path | None = None
     env: dict[str, str] = field(default_factory=dict)
+    faketime: str | None = None
+    """Run under libfaketime with the wall clock this far off, e.g. ``"+2h"`` (monotonic real)."""
 
     @property
     def topic_prefix(self) -> str:
@@ -114,11 +118,25 @@ class AgentProcess:
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
-            env={**os.environ, "PYTHONUNBUFFERED": "1", **self.env},
+            env={**os.environ, "PYTHONUNBUFFERED": "1", **self._clock_env(), **self.env},
         )
         log.close()
         if wait_ready:
             self.wait_for_log(READY_MARKER, timeout_s)
+
+    def _clock_env(self) -> dict[str, str]:
+        return {} if self.faketime is None else faketime_env(self.faketime)
+
+    @property
+    def running(self) -> bool:
+        """Whether the current run's process is alive."""
+        return self.proc is not None and self.proc.poll() is None
+
+    def metrics(self) -> MetricsPage:
+        """One scrape of the current run's ``/metrics``."""
+        status, body = self.http_get("/metrics")
+        assert status == 200, f"/metrics answered {status}"
+        return MetricsPage(body.decode())
 
     def wait_for_log(self, text: str, timeout_s: float = 60.0) -> None:
         """Wait until the current run's log contains ``text``, or fail with the log."""
