@@ -15,6 +15,7 @@ from typing import Any
 import yaml
 
 from tests.infra import KafkaCluster, Mosquitto
+from tests.infra._process import HARNESS_MARKER, PID_DIR
 from tests.support.faketime import faketime_env
 from tests.support.metrics import MetricsPage
 
@@ -113,14 +114,20 @@ class AgentProcess:
             config.write_text(yaml.safe_dump(self.config()))
         self.starts += 1
         log = self.log_path.open("wb")
+        self._forget()
+        # ``-X <marker>`` is inert for Python but lets tests/infra reap an agent that a killed
+        # test run left behind (its own session, registered like the services).
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "agent", "run", "--config", str(config)],
+            [sys.executable, "-X", HARNESS_MARKER, "-m", "agent", "run", "--config", str(config)],
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             env={**os.environ, "PYTHONUNBUFFERED": "1", **self._clock_env(), **self.env},
+            start_new_session=True,
         )
         log.close()
+        PID_DIR.mkdir(parents=True, exist_ok=True)
+        (PID_DIR / str(self.proc.pid)).write_text(f"agent {os.getpid()}")
         if wait_ready:
             self.wait_for_log(READY_MARKER, timeout_s)
 
@@ -192,6 +199,12 @@ class AgentProcess:
     def close(self) -> None:
         with contextlib.suppress(Exception):
             self.kill()
+        self._forget()
+
+    def _forget(self) -> None:
+        """Drop the pid registration of a run that has exited."""
+        if self.proc is not None and self.proc.poll() is not None:
+            (PID_DIR / str(self.proc.pid)).unlink(missing_ok=True)
 
 
 def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:

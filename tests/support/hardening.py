@@ -64,9 +64,12 @@ async def wait_metrics(
     """Scrape every 250 ms until ``cond`` holds; fail naming ``what`` and the agent's log tail."""
     deadline = time.monotonic() + timeout_s
     while True:
-        assert agent.running, f"the agent exited while waiting for {what}:\n{agent.log_tail()}"
-        page = await scrape(agent)
-        if cond(page):
+        assert agent.running, f"the agent exited while waiting for {what}:\n{agent.log_tail(30)}"
+        try:
+            page = await scrape(agent)
+        except OSError:  # refused: the agent is exiting (checked on the next turn) or restarting
+            page = None
+        if page is not None and cond(page):
             return page
         assert time.monotonic() < deadline, f"timed out waiting for {what}:\n{agent.log_tail(12)}"
         await asyncio.sleep(0.25)
