@@ -5,6 +5,10 @@ short ones, because the unbounded steps the issue found (``lifecycle.flush`` on 
 ``sink.close()`` waiting for an absent cluster) scale with them. The agent must exit within
 ``drain_timeout_secs`` + 5 s, measured on one monotonic clock from just before the signal to
 the exit.
+
+"Full" is made exact: once the spool holds a good part of its limit, the limit is lowered
+below what it holds by a live reload (``spool.max_size_bytes`` applies live), so no append of
+any size fits, the lifecycle events of the shutdown included, whatever the last gap was.
 """
 
 from __future__ import annotations
@@ -14,6 +18,8 @@ import signal
 import subprocess
 import time
 
+import yaml
+
 from agent.simulate import SimulationSettings, Simulator
 from tests.infra import KafkaCluster, Mosquitto
 from tests.support.hardening import wait_metrics
@@ -22,6 +28,7 @@ from tests.support.kafka import create_topic
 DRAIN_TIMEOUT_S = 10
 GRACE_S = 5
 SPOOL_MAX_BYTES = 300_000
+SPOOL_SHRUNK_BYTES = 20_000
 
 
 async def test_hardening_sigterm_with_kafka_down_and_spool_full_exits_within_drain_timeout(
@@ -50,12 +57,21 @@ async def test_hardening_sigterm_with_kafka_down_and_spool_full_exits_within_dra
     await sim.run()
     await wait_metrics(
         agent,
-        lambda p: p.value("edge_agent_spool_bytes") >= 0.8 * SPOOL_MAX_BYTES,
+        lambda p: p.value("edge_agent_spool_bytes") >= 0.5 * SPOOL_MAX_BYTES,
         60,
-        "a full spool",
+        "a spool half full",
     )
     proc = agent.proc
     assert proc is not None
+    agent.overrides["spool"]["max_size_bytes"] = SPOOL_SHRUNK_BYTES
+    (agent.workdir / "agent.yaml").write_text(yaml.safe_dump(agent.config()))
+    proc.send_signal(signal.SIGHUP)
+    await wait_metrics(
+        agent,
+        lambda p: p.value("edge_agent_config_generation") >= 2,
+        30,
+        "the reload that shrinks the spool limit",
+    )
 
     started = time.monotonic()
     proc.send_signal(signal.SIGTERM)
