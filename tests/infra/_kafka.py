@@ -131,7 +131,10 @@ def producer_acls(principal: str, topics: list[str]) -> list[Acl]:
     """What a principal needs to produce (idempotently) to exactly these topics, and no more."""
     acls = [Acl(principal, "IDEMPOTENT_WRITE", "CLUSTER", "kafka-cluster")]
     for topic in topics:
-        acls += [Acl(principal, "DESCRIBE", "TOPIC", topic), Acl(principal, "WRITE", "TOPIC", topic)]
+        acls += [
+            Acl(principal, "DESCRIBE", "TOPIC", topic),
+            Acl(principal, "WRITE", "TOPIC", topic),
+        ]
     return acls
 
 

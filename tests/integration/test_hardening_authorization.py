@@ -21,7 +21,7 @@ from tests.infra import KafkaCluster, Mosquitto, producer_acls
 from tests.infra._kafka import SASL_PASSWORD, SASL_PRINCIPAL, SASL_USER
 from tests.support.agent import AgentProcess
 from tests.support.delivery import check_delivery
-from tests.support.hardening import RESETS, SETTLED, SPOOL_RECORDS, scrape, wait_metrics
+from tests.support.hardening import RESETS, SETTLED, SPOOL_RECORDS, wait_metrics
 from tests.support.kafka import consume_all, create_topic
 
 DEVICES = 10
@@ -140,5 +140,3 @@ async def test_hardening_lifecycle_topic_refused_telemetry_and_dlq_still_flow(
         assert await asyncio.to_thread(agent.terminate) == 0
     finally:
         agent.close()
-
-

@@ -83,7 +83,6 @@ async def test_hardening_sigterm_with_kafka_down_and_spool_full_exits_within_dra
 
     assert code is not None, f"no exit {took:.0f} s after SIGTERM:\n{agent.log_tail(15)}"
     assert took <= DRAIN_TIMEOUT_S + GRACE_S, (
-        f"exit {took:.1f} s after SIGTERM, drain timeout {DRAIN_TIMEOUT_S} s:\n"
-        f"{agent.log_tail(15)}"
+        f"exit {took:.1f} s after SIGTERM, drain timeout {DRAIN_TIMEOUT_S} s:\n{agent.log_tail(15)}"
     )
     assert code == 0, f"exit code {code}:\n{agent.log_tail(15)}"
