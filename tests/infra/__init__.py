@@ -6,9 +6,13 @@ Usable from pytest (see ``tests/conftest.py``) and from a shell::
     python -m tests.infra up            # Mosquitto + single-node Kafka until Ctrl-C
     python -m tests.infra up --cluster  # plus the three-broker cluster
 
+Also for fault tests: ``KafkaCluster.single(authorizer=True)`` with :meth:`KafkaCluster.create_acls`
+(ACLs through Kafka's own Admin client), and ``tests.infra._tmpfs.tmpfs(size)``, a small real
+filesystem (root only) that is always unmounted.
+
 Everything listens on 127.0.0.1 on free ports picked at start, keeps its data in a fresh
-directory that is wiped on stop, and is registered in a pid directory so a later run can
-clean up after a run that was killed.
+directory that is wiped on stop, and is registered (processes and mounts, with the pid of the run
+that owns them) so a later run can clean up after a run that was killed.
 """
 
 from tests.infra._kafka import Acl, KafkaCluster, KafkaNode, NodeRole, producer_acls

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import subprocess
 import tempfile
 from collections.abc import Iterator
@@ -74,9 +73,3 @@ def free_bytes(path: Path) -> int:
     """Bytes an unprivileged writer could still use on the filesystem holding ``path``."""
     st = os.statvfs(path)
     return st.f_bavail * st.f_frsize
-
-
-def used_bytes(path: Path) -> int:
-    """Bytes in use on the filesystem holding ``path``."""
-    usage = shutil.disk_usage(path)
-    return usage.used

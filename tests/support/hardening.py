@@ -90,7 +90,7 @@ def counted_drops(page: MetricsPage, **labels: str) -> float:
 
 @dataclass(frozen=True)
 class DlqCheck:
-    """How one oversized message appears in the DLQ (``None`` fields: not found)."""
+    """How one oversized message appears in the DLQ: how many copies, and what is wrong."""
 
     topic: str
     size: int
