@@ -23,8 +23,11 @@ from tests.support.kafka import consume_all, create_topic
 from tests.support.wait import wait_for
 
 TMPFS_BYTES = 8 * 2**20
-FULL_BELOW_BYTES = 256 * 1024  # "full": less than this left (SQLite needs pages, not bytes)
-PAUSED_LOG = "Cannot write to the spool"  # today's ingest log line when the disk refuses
+# "Full enough": a tenth left (an agent may stop writing before the last byte), or the agent
+# says so (the disk_nearly_full event, or ingest pausing on a refused write). The readings
+# published after that are more than the rest of the disk could hold.
+FULL_BELOW_BYTES = TMPFS_BYTES // 10
+FULL_LOGS = ("event=disk_nearly_full", "Cannot write to the spool")
 MORE_AFTER_FULL = 2000  # readings published after the disk filled: the broker holds them
 
 
@@ -72,7 +75,10 @@ async def _fill_then_recover(agent, mosquitto: Mosquitto, kafka: KafkaCluster, m
     publishing = asyncio.create_task(sim.run())
     try:
         await wait_for(
-            lambda: free_bytes(mount_point) < FULL_BELOW_BYTES or PAUSED_LOG in agent.log_text(),
+            lambda: (
+                free_bytes(mount_point) < FULL_BELOW_BYTES
+                or any(text in agent.log_text() for text in FULL_LOGS)
+            ),
             120,
             "the spool's filesystem to fill",
         )
