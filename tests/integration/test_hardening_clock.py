@@ -6,6 +6,10 @@ without a device timestamp, DLQ records, lifecycle events) is such a record. Rea
 still arrive (with and without a device timestamp), the producer must not reset in a loop, the
 non-JSON messages must end in the DLQ or be counted, and the skew must be reported
 (``edge_agent_clock_ahead_of_kafka_seconds`` > 0, or a ``clock_skew_detected`` event).
+
+An agent may learn the skew from Kafka's first refusals: the few readings refused before it
+corrected its timestamps may be settled in the DLQ (reason ``timestamp_out_of_range``), at
+most 2% of them; every other reading must be in the normalized topic.
 """
 
 from __future__ import annotations
@@ -21,10 +25,11 @@ from tests.support.hardening import (
     CLOCK_AHEAD,
     RESETS,
     SPOOL_RECORDS,
-    counted_drops,
+    dropped_in_log,
     lifecycle_kinds,
     publish_all,
     reading_without_ts,
+    readings_in,
     scrape,
     wait_metrics,
 )
@@ -34,6 +39,7 @@ OFFSET_S = 2 * 3600
 DEVICES = 10
 PER_DEVICE = 100  # per device, with a device timestamp (the simulator's) and without one
 BAD = 5
+MAX_SETTLED_SHARE = 0.02  # readings refused before the agent learned the skew, in the DLQ
 
 
 def test_hardening_faketime_moves_the_wall_clock_of_the_child_only():
@@ -86,17 +92,25 @@ async def test_hardening_clock_two_hours_fast_readings_flow_without_reset_loop(
     report = check_delivery(normalized, expected)
     page = await scrape(agent)
     resets = page.value(RESETS)
-    assert report.lost == 0, f"{report.summary()}; producer resets {resets}"
-    assert resets <= 5, f"{resets} producer resets: a reset loop"
+    assert resets <= 5, f"{resets} producer resets: a reset loop; {report.summary()}"
     assert len(normalized) <= 2 * total, f"{len(normalized)} records for {total} readings"
 
-    # Every non-JSON message: in the DLQ, or counted as dropped (its timestamp was refused).
     await wait_metrics(agent, lambda p: p.value(SPOOL_RECORDS) == 0, 60, "an empty spool")
     dlq = await consume_all(kafka.bootstrap_servers, t.dlq, expected=BAD, timeout_s=15)
-    in_dlq = {r.headers["source-topic"] for r in dlq}
+    # Readings not in the normalized topic: settled in the DLQ for their timestamp, and few.
+    missing = {(d, s) for d, seqs in report.missing.items() for s in seqs}
+    settled = readings_in(
+        [r for r in dlq if r.headers.get("dlq-reason") == b"timestamp_out_of_range"]
+    )
+    assert missing <= settled, f"{len(missing - settled)} readings lost; {report.summary()}"
+    assert len(missing) <= MAX_SETTLED_SHARE * total, f"{len(missing)} readings in the DLQ"
+
+    # Every non-JSON message: in the DLQ, or a DLQ record counted as dropped (its timestamp).
+    bad_topics = {topic.encode() for topic, _ in bad}
+    in_dlq = {r.headers["source-topic"] for r in dlq} & bad_topics
+    dropped = dropped_in_log(agent.log_text(), t.dlq)
+    assert len(in_dlq) + dropped >= BAD, f"{len(in_dlq)} in the DLQ + {dropped} dropped < {BAD}"
     page = await scrape(agent)
-    dropped = counted_drops(page, reason="timestamp_out_of_range")
-    assert len(in_dlq) + dropped == BAD, f"{len(in_dlq)} in the DLQ + {dropped} counted != {BAD}"
 
     # The skew is reported: as a lower bound, never more than the real offset.
     ahead = page.value(CLOCK_AHEAD)

@@ -22,7 +22,9 @@ from tests.support.hardening import SPOOL_RECORDS, wait_metrics
 from tests.support.kafka import consume_all, create_topic
 from tests.support.wait import wait_for
 
-TMPFS_BYTES = 8 * 2**20
+# Large enough for a spool that keeps a reserve file of a few MiB for deleting on a full disk
+# (spool.reserve_bytes, 4 MiB by default, re-created once twice that is free).
+TMPFS_BYTES = 24 * 2**20
 # "Full enough": a tenth left (an agent may stop writing before the last byte), or the agent
 # says so (the disk_nearly_full event, or ingest pausing on a refused write). The readings
 # published after that are more than the rest of the disk could hold.
@@ -46,7 +48,7 @@ def test_hardening_tmpfs_mounts_a_small_filesystem_and_always_unmounts():
 async def test_hardening_disk_full_with_kafka_down_agent_never_exits_and_loses_nothing(
     agent_factory, mosquitto: Mosquitto, kafka: KafkaCluster
 ):
-    """Spool on a full 8 MiB tmpfs, Kafka down then back: one process, 0 of the accepted lost."""
+    """Spool on a full 24 MiB tmpfs, Kafka down then back: one process, 0 of the accepted lost."""
     with tmpfs(TMPFS_BYTES) as mount_point:
         agent = agent_factory(spool={"directory": str(mount_point / "spool")})
         try:

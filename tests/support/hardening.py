@@ -122,6 +122,28 @@ def check_dlq_copy(records: list[Consumed], topic: str, payload: bytes, limit: i
     return DlqCheck(topic, len(payload), len(mine), tuple(problems))
 
 
+def readings_in(records: list[Consumed]) -> set[tuple[str, int]]:
+    """``(device_id, seq)`` of every record whose value is a reading (raw or normalized) JSON."""
+    out: set[tuple[str, int]] = set()
+    for rec in records:
+        try:
+            body = json.loads(rec.value)
+            out.add((str(body["device_id"]), int(body["tags"]["seq"])))
+        except (ValueError, KeyError, TypeError):
+            continue
+    return out
+
+
+def dropped_in_log(log: str, topic: str) -> int:
+    """Records of ``topic`` the forwarder logged as refused by Kafka and dropped.
+
+    The log line is the only place that names the topic of a dropped record (the metric has a
+    reason label only).
+    """
+    sentence = "Kafka refused a record for good; it is dropped."
+    return sum(1 for line in log.splitlines() if sentence in line and f"topic={topic} " in line)
+
+
 def lifecycle_kinds(records: list[Consumed]) -> list[str]:
     """The kind of each lifecycle event (``kind`` field, or ``event``)."""
     out = []
