@@ -4,6 +4,10 @@ Two topologies:
 
 - :meth:`KafkaCluster.single` — one combined broker+controller node, with a PLAINTEXT listener
   and a SASL_PLAINTEXT listener (PLAIN and SCRAM-SHA-512 users ``edge``/``edge-secret``);
+  ``single(authorizer=True)`` adds KRaft's ``StandardAuthorizer``: the PLAINTEXT listeners'
+  principal ``User:ANONYMOUS`` (the broker itself, and the tests' own admin, producers and
+  consumers) is a super user, everyone else (the agent on the SASL listener, ``User:edge``) may
+  do only what :meth:`KafkaCluster.create_acls` allows;
 - :meth:`KafkaCluster.three_brokers` — one controller process plus three brokers, with
   ``default.replication.factor=3`` and ``min.insync.replicas=2``. The controller is separate so
   that losing two brokers leaves a working quorum and writes are refused by the ISR rule
@@ -25,6 +29,7 @@ import shutil
 import subprocess
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from tests.infra._process import (
@@ -41,6 +46,9 @@ KAFKA_DIR = REPO_ROOT / "tests" / "infra" / "kafka"
 LIB_DIR = KAFKA_DIR / "lib"
 SASL_USER = "edge"
 SASL_PASSWORD = "edge-secret"  # noqa: S105 - a test credential for a loopback broker
+SASL_PRINCIPAL = f"User:{SASL_USER}"
+SUPER_USER = "User:ANONYMOUS"  # the PLAINTEXT listeners' principal under the authorizer
+STANDARD_AUTHORIZER = "org.apache.kafka.metadata.authorizer.StandardAuthorizer"
 START_TIMEOUT_S = float(os.environ.get("EDGE_AGENT_TEST_KAFKA_START_TIMEOUT_S", "120"))
 # Sized for a 2-core / 24 GiB machine running four JVMs at once next to the agent.
 JVM_OPTS = [
@@ -92,6 +100,42 @@ def _java() -> str:
 
 def _classpath() -> str:
     return f"{LIB_DIR}/*"
+
+
+@dataclass(frozen=True)
+class Acl:
+    """One ACL entry, in Kafka's own names (``AclOperation``, ``ResourceType``, ...).
+
+    Example: ``Acl("User:edge", "WRITE", "TOPIC", "norm-x")`` lets the agent produce to
+    ``norm-x``; ``pattern="PREFIXED"`` matches every topic starting with the name.
+    """
+
+    principal: str
+    operation: str
+    resource_type: str
+    resource_name: str
+    pattern: str = "LITERAL"
+    permission: str = "ALLOW"
+    host: str = "*"
+
+    def argument(self) -> str:
+        """The entry as one argument of ``Acls.java``."""
+        fields = (self.principal, self.resource_type, self.resource_name, self.pattern,
+                  self.operation, self.permission, self.host)  # fmt: skip
+        if any("|" in f for f in fields):
+            raise ValueError(f"an ACL field may not contain '|': {fields}")
+        return "|".join(fields)
+
+
+def producer_acls(principal: str, topics: list[str]) -> list[Acl]:
+    """What a principal needs to produce (idempotently) to exactly these topics, and no more."""
+    acls = [Acl(principal, "IDEMPOTENT_WRITE", "CLUSTER", "kafka-cluster")]
+    for topic in topics:
+        acls += [
+            Acl(principal, "DESCRIBE", "TOPIC", topic),
+            Acl(principal, "WRITE", "TOPIC", topic),
+        ]
+    return acls
 
 
 class KafkaNode:
@@ -215,12 +259,16 @@ class KafkaCluster:
 
     # ------------------------------------------------------------------ topologies
     @classmethod
-    def single(cls) -> KafkaCluster:
-        """One combined node with PLAINTEXT and SASL_PLAINTEXT listeners."""
+    def single(cls, *, authorizer: bool = False) -> KafkaCluster:
+        """One combined node with PLAINTEXT and SASL_PLAINTEXT listeners.
+
+        Args:
+            authorizer: Enable ACLs (``StandardAuthorizer``); see the module docstring.
+        """
         base = Path(tempfile.mkdtemp(prefix=f"{HARNESS_MARKER}-kafka-"))
         node = KafkaNode(1, NodeRole.COMBINED, base)
         node.sasl_port = free_port()
-        cluster = cls([node], base, "single")
+        cluster = cls([node], base, "single-acl" if authorizer else "single")
         extra = {
             "offsets.topic.replication.factor": "1",
             "transaction.state.log.replication.factor": "1",
@@ -229,6 +277,10 @@ class KafkaCluster:
             "share.coordinator.state.topic.min.isr": "1",
             "num.partitions": "3",
         }
+        if authorizer:
+            extra["authorizer.class.name"] = STANDARD_AUTHORIZER
+            extra["super.users"] = SUPER_USER
+            extra["allow.everyone.if.no.acl.found"] = "false"
         node.write_properties(f"1@127.0.0.1:{node.controller_port}", extra)
         return cluster
 
@@ -341,6 +393,27 @@ class KafkaCluster:
         self.stop()
         shutil.rmtree(self.base_dir, ignore_errors=True)
 
+    def create_acls(self, acls: list[Acl]) -> str:
+        """Create ACLs with Kafka's own Admin client; returns every ACL the broker then lists.
+
+        Needs a cluster started with ``single(authorizer=True)``. aiokafka 0.14 cannot create
+        ACLs, so this runs ``tests/infra/kafka/Acls.java`` with the JDK's source launcher (about
+        2 s, most of it compiling). The ACLs are in force on return: KRaft applies them through
+        the metadata log before answering.
+        """
+        if not acls:
+            return ""
+        argv = [_java(), "-Xmx256m", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1",
+                f"-D{HARNESS_MARKER}=1", "-Dlog4j2.level=WARN", "-cp", _classpath(),
+                str(KAFKA_DIR / "Acls.java"), self.bootstrap_servers,
+                *(acl.argument() for acl in acls)]  # fmt: skip
+        result = subprocess.run(
+            argv, capture_output=True, text=True, check=False, timeout=120, env=_tool_env()
+        )
+        if result.returncode != 0:
+            raise ServiceError(f"creating ACLs failed:\n{result.stdout}{result.stderr[-3000:]}")
+        return result.stdout
+
     def memory_rss_bytes(self) -> dict[int, int]:
         """Resident memory of each running node, from /proc."""
         out: dict[int, int] = {}
@@ -352,6 +425,12 @@ class KafkaCluster:
                           if line.startswith("VmRSS:"))  # fmt: skip
                 out[node.node_id] = kb * 1024
         return out
+
+
+def _tool_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env.pop("JAVA_TOOL_OPTIONS", None)  # it makes the JVM print a line on stderr
+    return env
 
 
 def _run_coroutine(fn, *args):

@@ -14,6 +14,7 @@ from typing import IO
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CACHE_DIR = REPO_ROOT / ".cache"
 PID_DIR = CACHE_DIR / "infra-pids"
+MOUNT_DIR = CACHE_DIR / "infra-mounts"
 HARNESS_MARKER = "edgeagent-harness"
 
 
@@ -130,6 +131,7 @@ def reap_stale() -> list[str]:
     of a run that is still going (another terminal, a parallel test session) are left alone.
     """
     killed: list[str] = []
+    killed += _unmount_stale()
     if not PID_DIR.exists():
         return killed
     for pidfile in PID_DIR.iterdir():
@@ -144,3 +146,22 @@ def reap_stale() -> list[str]:
                 killed.append(f"{name} (pid {pid})")
         pidfile.unlink(missing_ok=True)
     return killed
+
+
+def _unmount_stale() -> list[str]:
+    """Unmount the tmpfs mounts (tests/infra/_tmpfs.py) of runs that are no longer alive."""
+    done: list[str] = []
+    if not MOUNT_DIR.exists():
+        return done
+    for entry in MOUNT_DIR.iterdir():
+        with contextlib.suppress(ValueError, OSError):
+            path, _, owner = entry.read_text().partition(" ")
+            if owner and _alive(int(owner)):
+                continue
+            if HARNESS_MARKER in path:
+                subprocess.run(["umount", "--lazy", path], capture_output=True, check=False)
+                with contextlib.suppress(OSError):
+                    Path(path).rmdir()
+                done.append(f"tmpfs mount {path}")
+        entry.unlink(missing_ok=True)
+    return done

@@ -15,6 +15,9 @@ from typing import Any
 import yaml
 
 from tests.infra import KafkaCluster, Mosquitto
+from tests.infra._process import HARNESS_MARKER, PID_DIR
+from tests.support.faketime import faketime_env
+from tests.support.metrics import MetricsPage
 
 READY_MARKER = "MQTT subscribed"
 
@@ -46,6 +49,8 @@ class AgentProcess:
     starts: int = 0
     config_path_override: Path | None = None
     env: dict[str, str] = field(default_factory=dict)
+    faketime: str | None = None
+    """Run under libfaketime with the wall clock this far off, e.g. ``"+2h"`` (monotonic real)."""
 
     @property
     def topic_prefix(self) -> str:
@@ -109,16 +114,36 @@ class AgentProcess:
             config.write_text(yaml.safe_dump(self.config()))
         self.starts += 1
         log = self.log_path.open("wb")
+        self._forget()
+        # ``-X <marker>`` is inert for Python but lets tests/infra reap an agent that a killed
+        # test run left behind (its own session, registered like the services).
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "agent", "run", "--config", str(config)],
+            [sys.executable, "-X", HARNESS_MARKER, "-m", "agent", "run", "--config", str(config)],
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
-            env={**os.environ, "PYTHONUNBUFFERED": "1", **self.env},
+            env={**os.environ, "PYTHONUNBUFFERED": "1", **self._clock_env(), **self.env},
+            start_new_session=True,
         )
         log.close()
+        PID_DIR.mkdir(parents=True, exist_ok=True)
+        (PID_DIR / str(self.proc.pid)).write_text(f"agent {os.getpid()}")
         if wait_ready:
             self.wait_for_log(READY_MARKER, timeout_s)
+
+    def _clock_env(self) -> dict[str, str]:
+        return {} if self.faketime is None else faketime_env(self.faketime)
+
+    @property
+    def running(self) -> bool:
+        """Whether the current run's process is alive."""
+        return self.proc is not None and self.proc.poll() is None
+
+    def metrics(self) -> MetricsPage:
+        """One scrape of the current run's ``/metrics``."""
+        status, body = self.http_get("/metrics")
+        assert status == 200, f"/metrics answered {status}"
+        return MetricsPage(body.decode())
 
     def wait_for_log(self, text: str, timeout_s: float = 60.0) -> None:
         """Wait until the current run's log contains ``text``, or fail with the log."""
@@ -174,6 +199,12 @@ class AgentProcess:
     def close(self) -> None:
         with contextlib.suppress(Exception):
             self.kill()
+        self._forget()
+
+    def _forget(self) -> None:
+        """Drop the pid registration of a run that has exited."""
+        if self.proc is not None and self.proc.poll() is not None:
+            (PID_DIR / str(self.proc.pid)).unlink(missing_ok=True)
 
 
 def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
