@@ -34,6 +34,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from hashlib import sha256
 from typing import TYPE_CHECKING
 
 import aiomqtt
@@ -59,6 +60,7 @@ from agent.source._types import (
     MqttEvent,
     MqttSourceStats,
     MqttSubscriptionRefused,
+    PayloadLimit,
 )
 
 if TYPE_CHECKING:
@@ -147,6 +149,8 @@ class MqttSource:
             derives it from the gateway id).
         on_event: Receives the lifecycle events.
         clock_ms: Wall clock in epoch milliseconds, for ``ReceivedMessage.received_at_ms``.
+        payload_limit: Cut longer payloads right after receipt (see :class:`PayloadLimit`);
+            assign :attr:`payload_limit` to change it while running.
 
     Raises:
         ConfigError: Neither ``settings.client_id`` nor ``default_client_id`` is set.
@@ -159,6 +163,7 @@ class MqttSource:
         default_client_id: str | None = None,
         on_event: Callable[[MqttEvent], None] | None = None,
         clock_ms: Callable[[], int] = wall_clock_ms,
+        payload_limit: PayloadLimit | None = None,
     ) -> None:
         """Create a disconnected source; nothing touches the network before :meth:`run`."""
         client_id = settings.client_id or default_client_id
@@ -171,6 +176,8 @@ class MqttSource:
         self._client_id = client_id
         self._on_event = on_event
         self._clock_ms = clock_ms
+        self.payload_limit = payload_limit
+        self._cut = 0
         self._running = False
         self._generation = 0
         self._conn: _Connection | None = None
@@ -213,6 +220,7 @@ class MqttSource:
             outstanding=len(conn.outstanding) if conn is not None and conn.live else 0,
             ack_skipped=dict(self._ack_skipped),
             dropped=dict(self._dropped),
+            cut=self._cut,
         )
 
     def ack(self, messages: Iterable[ReceivedMessage]) -> int:
@@ -475,15 +483,28 @@ class MqttSource:
         if qos != _QOS_AT_LEAST_ONCE and inbox.qsize() >= self._settings.max_buffered_qos0_messages:
             self._drop_qos0(conn)
             return
+        payload = message.payload
+        limit = self.payload_limit
+        original_size: int | None = None
+        digest: str | None = None
+        if limit is not None and len(payload) > limit.max_bytes:
+            # Cut before it is buffered: 1000 such payloads must not hold 1000 x their size.
+            self._cut += 1
+            original_size = len(payload)
+            digest = sha256(payload).hexdigest()
+            payload = payload[: limit.keep_bytes]
         inbox.put_nowait(
             ReceivedMessage(
                 topic,
-                bytes(message.payload),  # paho hands out a bytearray
+                bytes(payload),  # paho hands out a bytearray
                 qos,
                 bool(message.retain),
                 self._clock_ms(),
                 message.mid if qos else 0,
                 conn.generation,
+                bool(message.dup),
+                original_size,
+                digest,
             )
         )
 

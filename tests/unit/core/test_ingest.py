@@ -16,22 +16,30 @@ from agent.spool import AppendResult
 
 
 class FakeSpool:
-    """Records appends; can be told to fail or to hold appends until released."""
+    """Records appends and the journal stored with them; can fail or hold appends."""
 
     def __init__(self) -> None:
         self.blocks: list[list[Record]] = []
+        self.stored_journal = b""
         self.fail_next = 0
         self.gate = asyncio.Event()
         self.gate.set()
         self.accept = True
 
-    async def append(self, records: Sequence[Record]) -> AppendResult:
+    async def append(
+        self, records: Sequence[Record], *, journal: bytes | None = None
+    ) -> AppendResult:
         await self.gate.wait()
         if self.fail_next:
             self.fail_next -= 1
             raise RetryableError("The disk is full.")
         self.blocks.append(list(records))
+        if journal is not None:  # stored in the same transaction as the block
+            self.stored_journal = journal
         return AppendResult(accepted=self.accept, block_id=len(self.blocks), size_bytes=1)
+
+    def journal(self) -> bytes:
+        return self.stored_journal
 
 
 class FakeAcker:
