@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 
 import paho.mqtt.client as mqtt
 import pytest
 
 from agent.errors import ConfigError
 from agent.model import ReceivedMessage
-from agent.source import AckSkipReason, DropReason, MqttSettings, MqttSource
+from agent.source import AckSkipReason, DropReason, MqttSettings, MqttSource, PayloadLimit
 from agent.source.mqtt import _Connection
 
 NOW_MS = 1_700_000_000_000
@@ -214,3 +215,34 @@ async def test_ack_run_returns_at_once_when_stop_is_already_set():
     source._running = True
     with pytest.raises(RuntimeError, match="already running"):
         await source.run(queue, stop)
+
+
+def test_ack_receive_path_keeps_the_dup_flag():
+    """The broker's DUP flag reaches the ReceivedMessage."""
+    source = _source()
+    conn, _ = _live(source)
+    paho_message = _paho_message(3)
+    paho_message.dup = True
+    source._on_message(conn, paho_message)
+    assert conn.inbox.get_nowait().dup
+
+
+def test_ack_receive_path_cuts_an_oversized_payload_before_buffering():
+    """A payload over the limit is cut to keep_bytes at receipt, with its size and digest."""
+    source = MqttSource(
+        MqttSettings(client_id="edge-1"),
+        clock_ms=lambda: NOW_MS,
+        payload_limit=PayloadLimit(max_bytes=1000, keep_bytes=100),
+    )
+    conn, _ = _live(source)
+    big = _paho_message(4)
+    big.payload = bytearray(b"z" * 5000)
+    small = _paho_message(5)
+    small.payload = bytearray(b"s" * 1000)
+    source._on_message(conn, big)
+    source._on_message(conn, small)
+    cut, whole = conn.inbox.get_nowait(), conn.inbox.get_nowait()
+    assert (cut.payload, cut.original_size) == (b"z" * 100, 5000)
+    assert cut.payload_sha256 == hashlib.sha256(b"z" * 5000).hexdigest()
+    assert (whole.payload, whole.original_size, whole.payload_sha256) == (b"s" * 1000, None, None)
+    assert source.stats().cut == 1
