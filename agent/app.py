@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 from agent import __version__
 from agent.config import config_hash
 from agent.forwarder import Forwarder
-from agent.ingest import Ingest, MessageQueue
+from agent.ingest import Ingest, MessageQueue, SideFileJournal
 from agent.lifecycle import events as ev
 from agent.lifecycle.emitter import Lifecycle
 from agent.lifecycle.observer import Observer
@@ -74,30 +74,35 @@ def _with_last_will_topics(mqtt: MqttSettings, last_will_topics: tuple[str, ...]
 class CountingSpool:
     """The spool as ingest and the lifecycle emitter see it: appends are counted in metrics."""
 
-    def __init__(self, spool: Spool, metrics: Metrics) -> None:
-        """Wrap ``spool``."""
+    def __init__(self, spool: Spool, metrics: Metrics, journal_path: Path) -> None:
+        """Wrap ``spool``; ``journal_path`` is used while the spool cannot store journals."""
         self._spool = spool
         self._metrics = metrics
+        self._side = None if _JOURNALS else SideFileJournal(journal_path)
 
     async def append(
         self, records: Sequence[Record], *, journal: bytes | None = None
     ) -> AppendResult:
         """Append (with ingest's message-id journal, when given) and count what was stored."""
-        if journal is not None and _JOURNALS:
+        if journal is not None and self._side is None:
             result = await self._spool.append(records, journal=journal)  # type: ignore[call-arg,unused-ignore]
         else:
+            if journal is not None and self._side is not None:
+                await asyncio.to_thread(self._side.write, journal)
             result = await self._spool.append(records)
         if result.accepted:
             self._metrics.spooled(len(records))
         return result
 
     def journal(self) -> bytes:
-        """The last message-id journal the spool stored (``b""`` if none)."""
-        return self._spool.journal() if _JOURNALS else b""  # type: ignore[attr-defined,no-any-return,unused-ignore]
+        """The last message-id journal stored (``b""`` if none)."""
+        if self._side is not None:
+            return self._side.read()
+        return self._spool.journal()  # type: ignore[attr-defined,no-any-return,unused-ignore]
 
 
 # Spool.append(journal=) and Spool.journal() come with the spool rework (issue 9); until that
-# spool is merged, message ids of redeliveries are recognised within one process only.
+# spool is merged the journal lives in a file of its own next to the spool.
 _JOURNALS = hasattr(Spool, "journal")
 
 
@@ -134,7 +139,9 @@ class Agent:
             settings.lifecycle, settings.gateway_id, on_counted=self.metrics.lifecycle_counted
         )
         self.spool = Spool(settings.spool, on_event=self._on_spool_event)
-        self.counting_spool = CountingSpool(self.spool, self.metrics)
+        self.counting_spool = CountingSpool(
+            self.spool, self.metrics, settings.spool.directory / "message-id.journal"
+        )
         self.observer = Observer(
             self.lifecycle,
             settings.lifecycle,

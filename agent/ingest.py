@@ -40,6 +40,7 @@ from agent.source import RedeliveryWindow
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
+    from pathlib import Path
 
     from agent.model import ReceivedMessage, Record
     from agent.pipeline import Pipeline, Processed
@@ -154,6 +155,34 @@ class JournalingAppender(Protocol):
     def journal(self) -> bytes:
         """The last journal stored (``b""`` if none)."""
         ...
+
+
+class SideFileJournal:
+    """A stand-in for ``Spool.append(journal=)`` while the spool cannot store a journal itself.
+
+    The journal goes to its own file, atomically (temporary file, then rename), *before* the
+    block is appended. After a crash it may name messages of a group whose block never
+    committed: their redelivery then reuses an id that never reached Kafka, which is harmless.
+    The harmful order (block stored, journal not) cannot happen. Not fsynced: it survives a
+    process crash, not necessarily a power loss (then redeliveries get fresh ids).
+    """
+
+    def __init__(self, path: Path) -> None:
+        """Keep the journal at ``path``."""
+        self._path = path
+        self._tmp = path.with_name(path.name + ".tmp")
+
+    def write(self, journal: bytes) -> None:
+        """Replace the stored journal (blocking: call it from a thread)."""
+        self._tmp.write_bytes(journal)
+        self._tmp.replace(self._path)
+
+    def read(self) -> bytes:
+        """The stored journal, ``b""`` if there is none or it cannot be read."""
+        try:
+            return self._path.read_bytes()
+        except OSError:
+            return b""
 
 
 class PresenceSink(Protocol):

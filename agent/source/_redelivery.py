@@ -82,6 +82,7 @@ class RedeliveryWindow:
         self._group = 0
         self.reused = 0
         """Redeliveries that got their first copy's id back."""
+        self._reported = 0
 
     def __len__(self) -> int:
         """Entries in the window."""
@@ -165,6 +166,13 @@ class RedeliveryWindow:
 
     def _end_redelivery(self, connection: int) -> None:
         self._redelivering = False
+        if self.reused > self._reported:
+            _log.info(
+                "Recognised messages the MQTT broker delivered again; they keep their first "
+                "message ids.",
+                extra={"messages": self.reused - self._reported, "connection": connection},
+            )
+            self._reported = self.reused
         stale = [mid for mid, e in self._entries.items() if e.connection < connection]
         for mid in stale:
             del self._entries[mid]

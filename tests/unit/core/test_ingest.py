@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import pytest
 
 from agent.errors import RetryableError
-from agent.ingest import Ingest, IngestSettings, MessageQueue
+from agent.ingest import Ingest, IngestSettings, MessageQueue, SideFileJournal
 from agent.lifecycle.emitter import Lifecycle
 from agent.lifecycle.presence import Presence
 from agent.lifecycle.settings import LifecycleSettings
@@ -331,3 +331,13 @@ async def test_ingest_last_will_without_lifecycle_records_is_acked_without_a_rec
     await _feed(ingest, queue, acker, will)
     assert spool.blocks == []
     assert ingest.stats.last_wills == 1
+
+
+def test_side_file_journal_replaces_atomically_and_reads_back(tmp_path):
+    """The stand-in journal file holds the last journal written; missing reads as empty."""
+    journal = SideFileJournal(tmp_path / "message-id.journal")
+    assert journal.read() == b""
+    journal.write(b"one")
+    journal.write(b"two")
+    assert journal.read() == b"two"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["message-id.journal"]
