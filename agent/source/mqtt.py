@@ -9,12 +9,17 @@ Contract
    ``clean_start=False`` with a Session Expiry Interval (MQTT 5), so messages published while
    the agent is away are queued by the broker. Every connection subscribes again.
 3. Messages are handed over in the order received, one connection at a time, each tagged with
-   its connection generation (``ReceivedMessage.connection``, increasing, never reused).
+   its connection generation (``ReceivedMessage.connection``, increasing, never reused), the
+   broker's DUP flag (``ReceivedMessage.dup``) and a fresh ``message_id``.
 4. Backpressure: the caller's bounded queue is filled with ``await queue.put``; while it is
    full the source takes nothing more, and the broker stops sending once its inflight window
    (MQTT 5 Receive Maximum, or Mosquitto's ``max_inflight_messages`` for 3.1.1) is full of
    unacknowledged messages. aiomqtt's ``max_queued_incoming_messages`` is not used: it drops
    messages that were already acknowledged.
+   The caller's queue may also bound bytes (:class:`agent.ingest.MessageQueue`), and a payload
+   longer than ``payload_limit.max_bytes`` is cut to ``payload_limit.keep_bytes`` right after
+   receipt (``ReceivedMessage.original_size`` and ``payload_sha256`` say so), so the inflight
+   window holds at most that many bytes per message.
 5. QoS 0 messages are at most once: beyond ``max_buffered_qos0_messages`` waiting ones they are
    dropped, and counted.
 6. The source reconnects forever, with capped, jittered exponential backoff. Failures are
