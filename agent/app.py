@@ -64,6 +64,11 @@ def _payload_limit(pipeline: PipelineSettings) -> PayloadLimit:
     return PayloadLimit(pipeline.max_payload_bytes, pipeline.dlq_max_payload_bytes)
 
 
+def _max_unacked(mqtt: MqttSettings) -> int:
+    # MQTT 5: the agent sets the inflight window; 3.1.1: the broker's, unknown here.
+    return mqtt.receive_maximum if mqtt.protocol == "5" else 65_536
+
+
 def _with_last_will_topics(mqtt: MqttSettings, last_will_topics: tuple[str, ...]) -> MqttSettings:
     extra = tuple(t for t in last_will_topics if t not in mqtt.subscriptions)
     if not extra:
@@ -171,6 +176,7 @@ class Agent:
             presence=self.presence,
             last_will_filters=settings.lifecycle.last_will_topics,
             on_processed=self._on_processed,
+            max_unacked_messages=_max_unacked(settings.mqtt),
         )
         self.forwarder = Forwarder(
             self.spool,

@@ -37,6 +37,7 @@ from agent._backoff import Backoff
 from agent.errors import RetryableError
 from agent.pipeline import Outcome
 from agent.source import RedeliveryWindow
+from agent.source._redelivery import MAX_ENTRIES, MAX_JOURNAL_ENTRIES
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -76,8 +77,9 @@ class IngestSettings(BaseModel):
         ge=1024,
         le=256 * 1024 * 1024,
         description=(
-            "Largest group written as one spool block, in payload bytes: a group closes when "
-            "the next message would exceed it; a single larger message forms its own group."
+            "Largest group written as one spool block, in bytes (payload, topic and ~200 bytes "
+            "per message): a group closes when the next message would exceed it; a single "
+            "larger message forms its own group."
         ),
         json_schema_extra={"reload": "restart"},
     )
@@ -238,6 +240,7 @@ class Ingest:
         presence: PresenceSink | None = None,
         last_will_filters: tuple[str, ...] = (),
         on_processed: Callable[[Processed], None] | None = None,
+        max_unacked_messages: int = MAX_ENTRIES,
     ) -> None:
         """Wire ingest between the source's queue, the pipeline, the spool and the acker.
 
@@ -252,6 +255,9 @@ class Ingest:
                 will.
             last_will_filters: MQTT filters whose messages are last wills, not readings.
             on_processed: Called with every pipeline outcome (the metrics hook).
+            max_unacked_messages: The broker's inflight window (MQTT 5: ``receive_maximum``):
+                only the last this many QoS 1 messages can be redelivered, so the redelivery
+                window keeps no more. 65,536 (every packet id) when unknown (MQTT 3.1.1).
         """
         self._queue = queue
         self._pipeline = pipeline
@@ -263,7 +269,10 @@ class Ingest:
         self._on_processed = on_processed
         self.spool_writable = True
         self.stats = IngestStats()
-        self._window = RedeliveryWindow()
+        self._window = RedeliveryWindow(
+            max_entries=max_unacked_messages,
+            max_journal_entries=min(max_unacked_messages, MAX_JOURNAL_ENTRIES),
+        )
         self._last_journal = b""
         self._carry: ReceivedMessage | None = None
 
@@ -295,7 +304,7 @@ class Ingest:
         first = self._carry if self._carry is not None else await queue.get()
         self._carry = None
         group = [first]
-        size = first.size_bytes
+        size = first.queued_bytes
         if queue.qsize() < limit - 1 and self._settings.commit_interval_ms > 0:
             # Linger so the group fills; under load the queue is already deep and we skip this.
             await asyncio.sleep(self._settings.commit_interval_ms / 1000)
@@ -304,7 +313,7 @@ class Ingest:
                 message = queue.get_nowait()
             except asyncio.QueueEmpty:
                 break
-            size += message.size_bytes
+            size += message.queued_bytes
             if size > max_bytes:
                 self._carry = message  # first of the next group
                 break

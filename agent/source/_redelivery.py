@@ -11,7 +11,9 @@ Rules (``docs/reference/headers.md`` states them for users):
 
 1. The window maps packet id → (CRC-32 of topic and payload, payload length, message id,
    connection) of the QoS 1 messages spooled most recently; one entry per packet id, at most
-   ``max_entries`` (65,536 covers every packet id).
+   ``max_entries``. The broker's unacknowledged messages are always the last ones it sent, at
+   most its inflight window (MQTT 5: the agent's Receive Maximum), so older entries cannot be
+   redelivered; 65,536 covers every packet id when the window is unknown (MQTT 3.1.1).
 2. A message with DUP=1 on connection ``c`` whose packet id has an entry from an earlier
    connection with the same CRC and length reuses that entry's id. Only an earlier connection:
    the broker resends only when a session resumes.
