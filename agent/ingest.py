@@ -175,9 +175,20 @@ class SideFileJournal:
         self._tmp = path.with_name(path.name + ".tmp")
 
     def write(self, journal: bytes) -> None:
-        """Replace the stored journal (blocking: call it from a thread)."""
-        self._tmp.write_bytes(journal)
-        self._tmp.replace(self._path)
+        """Replace the stored journal (blocking: call it from a thread).
+
+        Raises:
+            RetryableError: The file cannot be written (disk full, read-only); ingest pauses
+                and retries, as for the spool itself.
+        """
+        try:
+            self._tmp.write_bytes(journal)
+            self._tmp.replace(self._path)
+        except OSError as exc:
+            raise RetryableError(
+                f"Cannot write the message-id journal {self._path}: {exc.strerror}; free disk "
+                "space under the spool."
+            ) from exc
 
     def read(self) -> bytes:
         """The stored journal, ``b""`` if there is none or it cannot be read."""

@@ -341,3 +341,10 @@ def test_side_file_journal_replaces_atomically_and_reads_back(tmp_path):
     journal.write(b"two")
     assert journal.read() == b"two"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["message-id.journal"]
+
+
+def test_side_file_journal_write_failure_is_retryable(tmp_path):
+    """A journal that cannot be written raises RetryableError, so ingest pauses instead of dying."""
+    journal = SideFileJournal(tmp_path / "missing-dir" / "message-id.journal")
+    with pytest.raises(RetryableError, match="message-id journal"):
+        journal.write(b"x")
