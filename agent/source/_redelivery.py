@@ -61,6 +61,15 @@ class _Entry:
     message_id: str
     connection: int
     group: int
+    packed: bytes
+    """The entry as a journal stores it (packed once, written with every commit it is in)."""
+
+
+def _entry(mid: int, key: tuple[int, int], message_id: str, where: tuple[int, int]) -> _Entry:
+    """An entry; ``key`` is (crc, size), ``where`` is (connection, group)."""
+    crc, size = key
+    packed = _ENTRY.pack(mid, crc, size, bytes.fromhex(message_id))
+    return _Entry(crc, size, message_id, where[0], where[1], packed)
 
 
 def fingerprint(message: ReceivedMessage) -> tuple[int, int]:
@@ -108,7 +117,7 @@ class RedeliveryWindow:
             return 0
         for mid, crc, size, message_id in entries:
             self._entries.pop(mid, None)
-            self._entries[mid] = _Entry(crc, size, message_id, 0, -1)
+            self._entries[mid] = _entry(mid, (crc, size), message_id, (0, -1))
         self._redelivering = bool(self._entries)
         return len(entries)
 
@@ -137,7 +146,7 @@ class RedeliveryWindow:
         elif self._redelivering:
             self._end_redelivery(connection)
         entries.pop(mid, None)
-        entries[mid] = _Entry(crc, size, message_id, connection, self._group)
+        entries[mid] = _entry(mid, (crc, size), message_id, (connection, self._group))
         if len(entries) > self._max_entries:
             entries.popitem(last=False)
         return message_id
@@ -148,23 +157,20 @@ class RedeliveryWindow:
 
     def journal(self) -> bytes:
         """Serialise the entries a crash after the current group's commit must not forget."""
-        keep: list[tuple[int, _Entry]] = []
+        keep: list[bytes] = []
         oldest_group = self._group - 1
-        for mid, entry in reversed(self._entries.items()):
+        for entry in reversed(self._entries.values()):
             if len(keep) >= self._max_journal:
                 break
             recent = entry.connection == self._connection and entry.group >= oldest_group
             carried = entry.connection < self._connection and self._redelivering
             if recent or carried:
-                keep.append((mid, entry))
+                keep.append(entry.packed)
             elif not self._redelivering:
                 break  # older groups of this connection only from here on
+        keep.append(_HEADER.pack(_MAGIC, len(keep)))
         keep.reverse()
-        parts = [_HEADER.pack(_MAGIC, len(keep))]
-        parts.extend(
-            _ENTRY.pack(mid, e.crc, e.size, bytes.fromhex(e.message_id)) for mid, e in keep
-        )
-        return b"".join(parts)
+        return b"".join(keep)
 
     def _end_redelivery(self, connection: int) -> None:
         self._redelivering = False
