@@ -73,9 +73,9 @@ class IngestSettings(BaseModel):
         json_schema_extra={"reload": "restart"},
     )
     max_batch_bytes: int = Field(
-        default=4 * 1024 * 1024,
+        default=1024 * 1024,
         ge=1024,
-        le=256 * 1024 * 1024,
+        le=64 * 1024 * 1024,
         description=(
             "Largest group written as one spool block, in bytes (payload, topic and ~200 bytes "
             "per message): a group closes when the next message would exceed it; a single "
