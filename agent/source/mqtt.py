@@ -56,6 +56,7 @@ from agent.source._connect import (
 )
 from agent.source._errors import reason_code, translate
 from agent.source._paho import take_over
+from agent.source._topics import partial_overlaps
 from agent.source._types import (
     AckSkipReason,
     DropReason,
@@ -403,11 +404,21 @@ class MqttSource:
 
     async def _subscribe(self, client: aiomqtt.Client, conn: _Connection) -> None:
         settings = self._settings
-        granted = await client.subscribe(subscribe_topics(settings))
+        topics = subscribe_topics(settings)
+        granted = await client.subscribe(topics)
         # paho's VERSION2 callbacks always give ReasonCodes; plain ints come from VERSION1.
         codes: list[ReasonCode | int] = list(granted)
         refused: list[tuple[str, str]] = []
-        for topic_filter, code in zip(settings.subscriptions, codes, strict=False):
+        filters = [topic_filter for topic_filter, _ in topics]
+        overlapping = partial_overlaps(tuple(filters))
+        if overlapping:  # only through filters added after validation (last-will topics)
+            _log.error(
+                "Some subscribed filters overlap; the broker may deliver a message matching "
+                "two of them twice, as two readings with two message ids. Make the last-will "
+                "topics and the subscriptions disjoint or nested.",
+                extra={"connection": conn.generation, "overlapping": overlapping},
+            )
+        for topic_filter, code in zip(filters, codes, strict=False):
             value = code if isinstance(code, int) else int(code.value)
             if value >= _FAILURE_CODE:
                 refused.append((topic_filter, str(code)))
@@ -415,7 +426,7 @@ class MqttSource:
                 refused.append((topic_filter, f"granted QoS {value} instead of {settings.qos}"))
         _log.info(
             "MQTT subscribed.",
-            extra={"connection": conn.generation, "filters": settings.subscriptions},
+            extra={"connection": conn.generation, "filters": filters},
         )
         if refused:
             _log.error(
