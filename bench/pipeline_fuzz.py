@@ -7,6 +7,9 @@ NaN/inf, huge numbers, deep and huge JSON, odd topics), processed by one of seve
 configurations. Oversized payloads also go through the MQTT source's cut (as the source does
 right after receipt) in half of the cases.
 
+Every tenth case also goes through the last-will path (device id of a non-reading, then the
+``device_offline`` record ingest spools), counted on its own line.
+
 Each result is checked against the pipeline's contract (never raises; VALID has 1-2 records
 with a JSON reading keyed by the device id; REJECTED has exactly one DLQ record holding the
 payload's first ``dlq_max_payload_bytes`` bytes, with original-size and payload-sha256 when
@@ -19,12 +22,16 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import random
 import sys
 import time
 from collections import Counter
 from typing import TYPE_CHECKING
 
+from agent.lifecycle.emitter import Lifecycle
+from agent.lifecycle.presence import Presence
+from agent.lifecycle.settings import LifecycleSettings
 from agent.model import ReceivedMessage
 from agent.pipeline import Outcome, Pipeline, PipelineSettings, Reason
 
@@ -365,6 +372,30 @@ def _violations(  # noqa: C901 - one check per clause of the contract
     return problems
 
 
+def _last_will(
+    pipeline: Pipeline, presence: Presence, message: ReceivedMessage, wills: Counter[str]
+) -> list[str]:
+    """Run ``message`` as a last will; count the outcome, return contract violations."""
+    wills["cases"] += 1
+    try:
+        device_id = pipeline.device_id(message)
+        if device_id is None:
+            wills["no_device"] += 1
+            return []
+        presence.seen(device_id, RECEIVED_AT_MS)  # online, so the will takes it offline
+        record = presence.last_will(device_id, RECEIVED_AT_MS, event_id=message.message_id)
+    except Exception as exc:  # noqa: BLE001 - the fuzz counts every crash
+        wills["exception"] += 1
+        return [f"last will raised {type(exc).__name__}: {exc}"[:200]]
+    if record is None:
+        return ["last will of an online device gave no record"]
+    wills["record"] += 1
+    event = json.loads(record.value)
+    if record.key != device_id.encode("utf-8") or event["event_id"] != message.message_id:
+        return ["last-will record key or event id"]
+    return []
+
+
 def _record_problems(record: Record, message: ReceivedMessage) -> list[str]:
     problems = []
     names = [name for name, _ in record.headers]
@@ -400,6 +431,10 @@ def main() -> int:
     crashes: Counter[str] = Counter()
     examples: dict[str, tuple[str, bytes]] = {}
     cut_cases = 0
+    wills: Counter[str] = Counter()
+    lifecycle_settings = LifecycleSettings(max_tracked_devices=1000)
+    presence = Presence(lifecycle_settings, Lifecycle(lifecycle_settings, "gw-fuzz"))
+    logging.disable(logging.CRITICAL)  # device_offline lines
     started = time.perf_counter()
     for _ in range(cases):
         generator = rng.choices(names, weights)[0]
@@ -421,11 +456,14 @@ def main() -> int:
             problems = [f"raised {type(exc).__name__}: {exc}"[:200]]
         else:
             outcomes[f"{result.outcome.value}/{result.reason or '-'}"] += 1
+        if rng.random() < 0.1:
+            problems.extend(_last_will(pipelines[config], presence, message, wills))
         for problem in problems:
             crashes[problem] += 1
             examples.setdefault(problem, (topic[:80], payload[:120]))
     elapsed = time.perf_counter() - started
     _report(cases, seed, elapsed, outcomes, by_generator, by_config, cut_cases)
+    print("last-will path: " + ", ".join(f"{k}={v}" for k, v in sorted(wills.items())))
     print(f"crashes (exceptions, internal errors, contract violations): {sum(crashes.values())}")
     for problem, count in crashes.most_common():
         print(f"  {count:7d}  {problem}  e.g. {examples[problem]!r}")

@@ -105,3 +105,28 @@ def test_redelivery_unreadable_journal_is_ignored():
     assert window.load(b"garbage") == 0
     assert window.load(RedeliveryWindow().journal()[:-1] + b"x") == 0
     assert len(window) == 0
+
+
+def test_redelivery_crash_during_the_redelivery_phase_keeps_the_first_ids():
+    """Crash again while redeliveries come in: the next start still gives them their first ids."""
+    first = RedeliveryWindow()
+    originals = [_m(mid) for mid in range(1, 6)]
+    for message in originals:
+        first.assign(message)
+    second = RedeliveryWindow()
+    second.load(first.journal())
+    assert second.assign(_m(1, dup=True)) == originals[0].message_id  # then a crash
+    third = RedeliveryWindow()
+    third.load(second.journal())  # written with the group that held the first redelivery
+    for message in originals:
+        assert third.assign(_m(message.mid, dup=True)) == message.message_id
+
+
+def test_redelivery_journal_drops_carried_entries_once_the_phase_ended():
+    """After the first new message on a connection, older connections' entries leave the journal."""
+    window = RedeliveryWindow()
+    window.assign(_m(1))
+    window.end_group()
+    window.assign(_m(2, connection=2))  # DUP=0: nothing of connection 1 can come again
+    restarted = RedeliveryWindow()
+    assert restarted.load(window.journal()) == 1
