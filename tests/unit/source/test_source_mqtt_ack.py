@@ -9,6 +9,7 @@ import paho.mqtt.client as mqtt
 import pytest
 
 from agent.errors import ConfigError
+from agent.ingest import MessageQueue
 from agent.model import ReceivedMessage
 from agent.source import AckSkipReason, DropReason, MqttSettings, MqttSource, PayloadLimit
 from agent.source.mqtt import _Connection
@@ -246,3 +247,23 @@ def test_ack_receive_path_cuts_an_oversized_payload_before_buffering():
     assert cut.payload_sha256 == hashlib.sha256(b"z" * 5000).hexdigest()
     assert (whole.payload, whole.original_size, whole.payload_sha256) == (b"s" * 1000, None, None)
     assert source.stats().cut == 1
+
+
+async def test_ack_delivery_stops_reading_while_the_queue_is_over_its_bytes():
+    """With a byte-bounded queue the source hands over nothing more until bytes are taken out."""
+    source = _source()
+    conn, _ = _live(source)
+    for mid in (1, 2, 3):
+        message = _paho_message(mid)
+        message.payload = bytearray(b"p" * 1000)
+        source._on_message(conn, message)
+    queue = MessageQueue(max_messages=100, max_bytes=1500)
+    delivering = asyncio.ensure_future(source._deliver(conn, queue))
+    await asyncio.sleep(0.01)
+    # 1,200 < 1,500 bytes took a second one; the third waits in the delivery task's hand.
+    assert (queue.qsize(), source.stats().delivered) == (2, 2)
+    queue.get_nowait()
+    queue.get_nowait()
+    await asyncio.sleep(0.01)
+    assert (queue.qsize(), source.stats().delivered) == (1, 3)
+    delivering.cancel()
