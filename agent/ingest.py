@@ -48,6 +48,7 @@ if TYPE_CHECKING:
     from agent.spool import AppendResult
 
 _log = logging.getLogger(__name__)
+_QOS_AT_LEAST_ONCE = 1
 
 
 class IngestSettings(BaseModel):
@@ -217,7 +218,12 @@ class Acker(Protocol):
     """The part of the MQTT source ingest acknowledges through."""
 
     def ack(self, messages: Sequence[ReceivedMessage]) -> int:
-        """Acknowledge messages (in receive order) that are now safe."""
+        """Acknowledge messages (in receive order) that are now safe; return PUBACKs sent."""
+        ...
+
+    @property
+    def confirmed_acks(self) -> tuple[int, int]:
+        """``(connection, n)``: the broker processed the first ``n`` PUBACKs sent on it."""
         ...
 
 
@@ -285,7 +291,10 @@ class Ingest:
             max_journal_entries=min(max_unacked_messages, MAX_JOURNAL_ENTRIES),
         )
         self._last_journal = b""
+        self._journal_loaded = False
         self._carry: ReceivedMessage | None = None
+        self._ack_connection = 0
+        self._acks_on_connection = 0
 
     def replace_pipeline(self, pipeline: Pipeline) -> None:
         """Use a new pipeline from the next group on (live config reload)."""
@@ -299,11 +308,16 @@ class Ingest:
         self._settings = settings
 
     async def run(self) -> None:
-        """Load the message-id journal, then write and ack groups until cancelled."""
-        self._last_journal = self._spool.journal()
-        loaded = self._window.load(self._last_journal)
-        if loaded:
-            _log.debug("Loaded the message-id journal.", extra={"entries": loaded})
+        """Load the message-id journal once, then write and ack groups until cancelled.
+
+        The journal is read once: a second run (after a cancel) keeps the window it has.
+        """
+        if not self._journal_loaded:
+            self._journal_loaded = True
+            self._last_journal = self._spool.journal()
+            loaded = self._window.load(self._last_journal)
+            if loaded:
+                _log.debug("Loaded the message-id journal.", extra={"entries": loaded})
         while True:
             group = await self._next_group()
             await self._commit(group)
@@ -351,6 +365,7 @@ class Ingest:
             if presence is not None and processed.device_id is not None:
                 presence.seen(processed.device_id, message.received_at_ms)
         if records:
+            self._window.confirm(*self._acker.confirmed_acks)
             journal: bytes | None = self._window.journal()
             if journal == self._last_journal:
                 journal = None  # unchanged: spare the write
@@ -363,11 +378,26 @@ class Ingest:
                 # drop_newest: the spool counted and reported the drop; the messages are acked
                 # because keeping them would only stall the broker behind a full spool.
                 self.stats.records_refused_by_spool += len(records)
-        self._window.end_group()
-        self._acker.ack(group)
+        self._ack(group)
         self.stats.groups += 1
         for _ in group:
             self._queue.task_done()
+
+    def _ack(self, group: list[ReceivedMessage]) -> None:
+        """Ack the group and tell the window when its PUBACKs count as processed."""
+        sent = self._acker.ack(group)
+        qos1 = [m.connection for m in group if m.qos == _QOS_AT_LEAST_ONCE]
+        if not qos1:
+            self._window.end_group()
+            return
+        if sent:
+            connection = qos1[-1]  # the acked ones are on the newest connection
+            if connection != self._ack_connection:
+                self._ack_connection, self._acks_on_connection = connection, 0
+            self._acks_on_connection += sent
+            self._window.end_group((connection, self._acks_on_connection))
+        else:  # their connection is gone: the broker delivers them again
+            self._window.end_group(None)
 
     def _is_last_will(self, message: ReceivedMessage) -> bool:
         return any(topic_matches_sub(f, message.topic) for f in self._last_will_filters)

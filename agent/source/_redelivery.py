@@ -25,10 +25,12 @@ Rules (``docs/reference/headers.md`` states them for users):
    first DUP=0 QoS 1 message on connection ``c`` ends the redelivery phase: entries of earlier
    connections are dropped then (no DUP copy of them can come any more).
 5. :meth:`RedeliveryWindow.journal` serialises what a crash right after the commit must not
-   forget: the entries of the last two groups (their PUBACKs may still be in flight) and,
-   during a redelivery phase, the entries of earlier connections; newest first up to
+   forget: the entries of every group whose PUBACKs the broker has not provably processed
+   (:meth:`RedeliveryWindow.confirm`, fed by the source's ack barrier; a PUBACK written to
+   the socket can still be unread by a busy broker when the agent dies) and, during a
+   redelivery phase, the entries of earlier connections; newest first up to
    ``max_journal_entries``. Ingest stores it with every spool commit and loads it at start;
-   loaded entries count as an earlier connection (0).
+   loaded entries count as an earlier connection (-1).
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ from __future__ import annotations
 import logging
 import struct
 import zlib
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 
@@ -91,6 +93,10 @@ class RedeliveryWindow:
         self._connection = 0
         self._redelivering = False
         self._group = 0
+        # Committed groups whose PUBACKs are not confirmed yet, oldest first: (group, ack)
+        # with ack = (connection, PUBACKs sent on it up to this group), or None when some of
+        # its messages could not be acked (their connection was gone).
+        self._unconfirmed: deque[tuple[int, tuple[int, int] | None]] = deque()
         self.reused = 0
         """Redeliveries that got their first copy's id back."""
         self._reported = 0
@@ -117,7 +123,7 @@ class RedeliveryWindow:
             return 0
         for mid, crc, size, message_id in entries:
             self._entries.pop(mid, None)
-            self._entries[mid] = _entry(mid, (crc, size), message_id, (0, -1))
+            self._entries[mid] = _entry(mid, (crc, size), message_id, (-1, -1))
         self._redelivering = bool(self._entries)
         return len(entries)
 
@@ -151,14 +157,31 @@ class RedeliveryWindow:
             entries.popitem(last=False)
         return message_id
 
-    def end_group(self) -> None:
-        """The current group was committed; the next messages belong to the next group."""
+    def end_group(self, ack: tuple[int, int] | None = (0, 0)) -> None:
+        """The current group was committed and acked; the next messages form the next group.
+
+        Args:
+            ack: ``(connection, n)``: its PUBACKs are confirmed once the broker processed the
+                first ``n`` PUBACKs of that connection; None when some could not be sent;
+                ``(0, 0)`` (the default) when it had no QoS 1 message.
+        """
+        if ack != (0, 0):
+            self._unconfirmed.append((self._group, ack))
         self._group += 1
+
+    def confirm(self, connection: int, acks: int) -> None:
+        """The broker processed the first ``acks`` PUBACKs sent on ``connection``."""
+        pending = self._unconfirmed
+        while pending:
+            ack = pending[0][1]
+            if ack is None or ack[0] != connection or ack[1] > acks:
+                return
+            pending.popleft()
 
     def journal(self) -> bytes:
         """Serialise the entries a crash after the current group's commit must not forget."""
         keep: list[bytes] = []
-        oldest_group = self._group - 1
+        oldest_group = self._unconfirmed[0][0] if self._unconfirmed else self._group
         for entry in reversed(self._entries.values()):
             if len(keep) >= self._max_journal:
                 break
@@ -174,6 +197,12 @@ class RedeliveryWindow:
 
     def _end_redelivery(self, connection: int) -> None:
         self._redelivering = False
+        # Groups of earlier connections cannot be confirmed any more and need not be.
+        self._unconfirmed = deque(
+            (group, ack)
+            for group, ack in self._unconfirmed
+            if ack is not None and ack[0] >= connection
+        )
         if self.reused > self._reported:
             _log.info(
                 "Recognised messages the MQTT broker delivered again; they keep their first "

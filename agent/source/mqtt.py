@@ -4,7 +4,8 @@ Contract
 --------
 1. A QoS 1 message is acknowledged (PUBACK) only when the caller says it is safe, through
    :meth:`MqttSource.ack`, and only on the connection that delivered it. Until then the broker
-   keeps it, and delivers it again after any disconnect or crash.
+   keeps it, and delivers it again after any disconnect or crash. :attr:`confirmed_acks` says
+   how many PUBACKs the broker has provably processed (an UNSUBSCRIBE round trip after them).
 2. The session is persistent: a fixed client id, ``clean_session=False`` (MQTT 3.1.1) or
    ``clean_start=False`` with a Session Expiry Interval (MQTT 5), so messages published while
    the agent is away are queued by the broker. Every connection subscribes again.
@@ -85,6 +86,7 @@ _FAILURE_CODE = 0x80  # MQTT reason codes from 0x80 up are failures
 _SESSION_TAKEN_OVER = 0x8E
 # Never subscribed: unsubscribing it is a harmless round trip (see _confirm_acks).
 _ACK_BARRIER_FILTER = "$edge-agent/ack-barrier"
+_BARRIER_RETRY_SECS = 0.5
 
 
 def wall_clock_ms() -> int:
@@ -98,8 +100,11 @@ class _Connection:
     __slots__ = (
         "accepted",
         "accepted_at",
+        "acks_confirmed",
+        "acks_sent",
         "all_acked",
         "announced",
+        "barrier_wanted",
         "generation",
         "inbox",
         "live",
@@ -121,6 +126,11 @@ class _Connection:
         # receive order. A packet id is not reused by the broker before its PUBACK.
         self.outstanding: dict[int, ReceivedMessage] = {}
         self.all_acked = asyncio.Event()
+        # PUBACKs sent on this connection, and how many of them the broker has provably
+        # processed (an UNSUBACK sent after them came back): see _confirm_forever.
+        self.acks_sent = 0
+        self.acks_confirmed = 0
+        self.barrier_wanted = asyncio.Event()
         self.accepted = False  # CONNACK accepted: acks can be sent
         self.announced = False  # subscribed too: MqttConnected was emitted
         self.accepted_at = 0.0
@@ -229,6 +239,21 @@ class MqttSource:
             cut=self._cut,
         )
 
+    @property
+    def confirmed_acks(self) -> tuple[int, int]:
+        """``(connection, n)``: the broker has processed the first ``n`` PUBACKs of that connection.
+
+        A PUBACK sent is not yet a PUBACK the broker processed: if the agent dies first, the
+        broker delivers the message again. After PUBACKs are sent the source asks the broker
+        for a round trip (an UNSUBSCRIBE of a filter never subscribed); the broker handles a
+        client's packets in order, so its UNSUBACK proves every earlier PUBACK was processed.
+        ``(0, 0)`` while not connected.
+        """
+        conn = self._conn
+        if conn is None or not conn.live:
+            return (0, 0)
+        return (conn.generation, conn.acks_confirmed)
+
     def ack(self, messages: Iterable[ReceivedMessage]) -> int:
         """Acknowledge messages that are now stored safely; pass them in receive order.
 
@@ -267,9 +292,7 @@ class MqttSource:
                 continue
             paho.ack(message.mid, _QOS_AT_LEAST_ONCE)
             sent += 1
-        self._acked += sent
-        if stale:
-            self._ack_skipped[AckSkipReason.STALE_CONNECTION] += stale
+        self._count_acks(conn, sent, stale)
         if unknown:
             self._ack_skipped[AckSkipReason.NOT_OUTSTANDING] += unknown
             _log.warning(
@@ -280,6 +303,14 @@ class MqttSource:
         if not outstanding:
             conn.all_acked.set()
         return sent
+
+    def _count_acks(self, conn: _Connection, sent: int, stale: int) -> None:
+        self._acked += sent
+        if sent:
+            conn.acks_sent += sent
+            conn.barrier_wanted.set()  # _confirm_forever confirms them
+        if stale:
+            self._ack_skipped[AckSkipReason.STALE_CONNECTION] += stale
 
     async def run(self, queue: asyncio.Queue[ReceivedMessage], stop: asyncio.Event) -> None:
         """Connect, subscribe and put received messages into ``queue`` until ``stop`` is set.
@@ -392,11 +423,15 @@ class MqttSource:
                 delivering = tg.create_task(
                     self._deliver(conn, queue), name=f"mqtt-deliver-{generation}"
                 )
+                confirming = tg.create_task(
+                    self._confirm_forever(client, conn), name=f"mqtt-confirm-acks-{generation}"
+                )
                 await self._subscribe(client, conn)
                 await stop.wait()
                 delivering.cancel()
                 await asyncio.wait([delivering])
                 await self._drain(conn)
+                confirming.cancel()
                 await self._confirm_acks(client)
                 watcher.cancel()
         except BaseExceptionGroup as group:
@@ -467,6 +502,25 @@ class MqttSource:
                 "delivers the unacknowledged messages again on the next connection.",
                 extra={"unacked_messages": len(conn.outstanding), "timeout_secs": timeout_secs},
             )
+
+    async def _confirm_forever(self, client: aiomqtt.Client, conn: _Connection) -> None:
+        """Keep :attr:`confirmed_acks` up to date: one barrier round trip at a time.
+
+        Under load the round trips run back to back and each confirms every PUBACK sent
+        before it; idle, none is sent. A failed round trip is retried; a lost connection is
+        reported by the connection's watcher, not here.
+        """
+        while True:
+            await conn.barrier_wanted.wait()
+            conn.barrier_wanted.clear()
+            target = conn.acks_sent
+            try:
+                await client.unsubscribe(_ACK_BARRIER_FILTER)
+            except aiomqtt.MqttError:
+                await asyncio.sleep(_BARRIER_RETRY_SECS)
+                conn.barrier_wanted.set()
+                continue
+            conn.acks_confirmed = max(conn.acks_confirmed, target)
 
     async def _confirm_acks(self, client: aiomqtt.Client) -> None:
         """Wait until the broker has processed every PUBACK sent, with one round trip.

@@ -14,6 +14,7 @@ import asyncio
 from collections import Counter
 
 import aiomqtt
+import pytest
 
 from tests.infra import KafkaCluster, Mosquitto
 from tests.support.agent import AgentProcess
@@ -56,16 +57,17 @@ async def test_message_id_identical_payloads_are_distinct_readings(
     assert await asyncio.to_thread(agent.terminate) == 0
 
 
+@pytest.mark.parametrize("protocol", ["5", "3.1.1"])
 async def test_message_id_sigkill_mid_stream_copies_keep_their_first_id(
-    agent_factory, mosquitto: Mosquitto, kafka: KafkaCluster
+    agent_factory, mosquitto: Mosquitto, kafka: KafkaCluster, protocol: str
 ):
     """Identical payloads, SIGKILL three times mid-stream: exactly one distinct id per reading.
 
     Every copy in Kafka (spool replay or broker redelivery) carries an id already seen, and
-    no reading is lost or merged with another.
+    no reading is lost or merged with another; with MQTT 5 and 3.1.1.
     """
     total = 12_000
-    agent = agent_factory()
+    agent = agent_factory(mqtt={"protocol": protocol})
     await _create_topics(kafka, agent)
     await asyncio.to_thread(agent.start)
     published = [0]

@@ -47,19 +47,37 @@ class FakeSpool:
 
 
 class FakeAcker:
-    """Remembers what was acked and what the spool held at that moment."""
+    """Remembers what was acked and what the spool held at that moment.
+
+    The broker 'processes' every PUBACK at once unless ``hold_confirmations`` is set.
+    """
 
     def __init__(self, spool: FakeSpool) -> None:
         self.spool = spool
         self.acked: list[ReceivedMessage] = []
         self.spooled_at_ack: list[int] = []
         self.acked_after_ack: list[int] = []
+        self.hold_confirmations = False
+        self.connection = 0
+        self.sent_on_connection = 0
+        self.confirmed = (0, 0)
 
     def ack(self, messages: Sequence[ReceivedMessage]) -> int:
         self.acked.extend(messages)
         self.spooled_at_ack.append(sum(len(b) for b in self.spool.blocks))
         self.acked_after_ack.append(len(self.acked))
-        return len(messages)
+        qos1 = [m for m in messages if m.qos == 1]
+        if qos1:
+            if qos1[-1].connection != self.connection:
+                self.connection, self.sent_on_connection = qos1[-1].connection, 0
+            self.sent_on_connection += len(qos1)
+            if not self.hold_confirmations:
+                self.confirmed = (self.connection, self.sent_on_connection)
+        return len(qos1)
+
+    @property
+    def confirmed_acks(self) -> tuple[int, int]:
+        return self.confirmed
 
 
 def _message(i: int, payload: bytes | None = None) -> ReceivedMessage:
@@ -225,6 +243,24 @@ async def test_ingest_packet_id_reused_after_an_ack_gives_a_new_id():
     first, second, redelivered = _ids(spool)
     assert first != second
     assert redelivered == second
+
+
+async def test_ingest_dup_redelivery_after_a_crash_with_unprocessed_pubacks_gets_the_first_id():
+    """PUBACKs sent but not yet processed by the broker (it may read them late): however many
+    groups followed, a crash still gives their redeliveries the first ids.
+    """
+    spool = FakeSpool()
+    acker = FakeAcker(spool)
+    ingest, queue = _ingest(spool, acker, commit_interval_ms=0)
+    await _feed(ingest, queue, acker, _reading(1))  # acked and confirmed
+    acker.hold_confirmations = True  # the broker stops reading PUBACKs for a while
+    for mid in range(2, 12):
+        await _feed(ingest, queue, acker, _reading(mid))  # ten groups of one
+    first = _ids(spool)
+    restarted, queue = _ingest(spool, FakeAcker(spool), commit_interval_ms=0)
+    redelivered = [_reading(mid, dup=True) for mid in range(2, 12)]
+    await _feed(restarted, queue, restarted._acker, *redelivered)  # type: ignore[arg-type]
+    assert _ids(spool)[11:] == first[1:]
 
 
 async def test_ingest_dup_with_other_bytes_is_not_taken_for_a_redelivery():

@@ -267,3 +267,37 @@ async def test_ack_delivery_stops_reading_while_the_queue_is_over_its_bytes():
     await asyncio.sleep(0.01)
     assert (queue.qsize(), source.stats().delivered) == (1, 3)
     delivering.cancel()
+
+
+class FakeBarrierClient:
+    """Answers each UNSUBSCRIBE when released; the broker has then read every earlier PUBACK."""
+
+    def __init__(self) -> None:
+        self.unsubscribes = 0
+        self.release = asyncio.Event()
+
+    async def unsubscribe(self, topic: str) -> None:
+        assert topic.startswith("$edge-agent/")
+        self.unsubscribes += 1
+        await self.release.wait()
+        self.release.clear()
+
+
+async def test_ack_pubacks_count_as_processed_only_after_a_barrier_round_trip():
+    """confirmed_acks covers the PUBACKs sent before an UNSUBSCRIBE whose UNSUBACK came back."""
+    source = _source()
+    conn, _ = _live(source, generation=3)
+    client = FakeBarrierClient()
+    confirming = asyncio.ensure_future(source._confirm_forever(client, conn))  # type: ignore[arg-type]
+    source.ack(_receive(source, conn, 1, 2))
+    await asyncio.sleep(0.01)
+    source.ack(_receive(source, conn, 3))  # sent while the barrier is in flight
+    assert source.confirmed_acks == (3, 0)
+    client.release.set()
+    await asyncio.sleep(0.01)
+    assert source.confirmed_acks == (3, 2)  # the third needs the next round trip
+    client.release.set()
+    await asyncio.sleep(0.01)
+    assert source.confirmed_acks == (3, 3)
+    assert client.unsubscribes == 2
+    confirming.cancel()

@@ -67,15 +67,27 @@ def test_redelivery_journal_round_trip_survives_a_restart():
         assert restarted.assign(_m(message.mid, dup=True)) == message.message_id
 
 
-def test_redelivery_journal_keeps_the_last_two_groups_only():
-    """Groups older than the last two have been acknowledged long ago: not journaled."""
+def test_redelivery_journal_keeps_the_groups_whose_pubacks_are_unconfirmed():
+    """Groups whose PUBACKs the broker provably processed leave the journal; the others stay."""
     window = RedeliveryWindow()
-    for group in range(4):
-        if group:
-            window.end_group()  # the previous group was committed
+    for group in range(6):
         window.assign(_m(group + 1))
+        window.end_group((1, group + 1))  # one PUBACK per group on connection 1
+    window.confirm(1, 2)  # the broker processed the first two PUBACKs
     restarted = RedeliveryWindow()
-    assert restarted.load(window.journal()) == 2  # written with group 3: groups 2 and 3
+    assert restarted.load(window.journal()) == 4  # groups 2..5
+
+
+def test_redelivery_group_with_pubacks_that_could_not_be_sent_stays_journaled():
+    """A group acked on a dead connection is never confirmed; it stays until redelivered."""
+    window = RedeliveryWindow()
+    window.assign(_m(1))
+    window.end_group(None)
+    window.assign(_m(2))
+    window.end_group((1, 1))
+    window.confirm(1, 1)
+    restarted = RedeliveryWindow()
+    assert restarted.load(window.journal()) == 2
 
 
 def test_redelivery_journal_is_bounded_in_entries():
@@ -126,7 +138,7 @@ def test_redelivery_journal_drops_carried_entries_once_the_phase_ended():
     """After the first new message on a connection, older connections' entries leave the journal."""
     window = RedeliveryWindow()
     window.assign(_m(1))
-    window.end_group()
+    window.end_group((1, 1))  # its PUBACK never confirmed: the connection dropped
     window.assign(_m(2, connection=2))  # DUP=0: nothing of connection 1 can come again
     restarted = RedeliveryWindow()
     assert restarted.load(window.journal()) == 1
