@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Literal
 from agent import __version__
 from agent.config import config_hash
 from agent.forwarder import Forwarder
-from agent.ingest import Ingest
+from agent.ingest import Ingest, MessageQueue
 from agent.lifecycle import events as ev
 from agent.lifecycle.emitter import Lifecycle
 from agent.lifecycle.observer import Observer
@@ -37,7 +37,7 @@ from agent.reload import EXIT_RESTART, Reloader
 from agent.remote import make_source
 from agent.sink import KafkaSink
 from agent.sink.kafka import run_probe
-from agent.source import MqttConnected, MqttDisconnected, MqttSource
+from agent.source import MqttConnected, MqttDisconnected, MqttSource, PayloadLimit
 from agent.spool import Spool
 from agent.telemetry import HttpServer, LoopWatchdog, Metrics, Notifier, Readiness
 
@@ -48,7 +48,7 @@ if TYPE_CHECKING:
 
     from agent.config import AgentSettings, Override, SettingsDiff
     from agent.model import ReceivedMessage, Record, SpoolBlock
-    from agent.pipeline import Processed
+    from agent.pipeline import PipelineSettings, Processed
     from agent.sink import UplinkState
     from agent.source import MqttEvent, MqttSettings
     from agent.spool import AppendResult, SpoolEvent
@@ -58,6 +58,15 @@ _log = logging.getLogger(__name__)
 EXPIRY_INTERVAL_SECS = 60.0
 FINAL_EVENT_GRACE_SECS = 2.0
 NOTIFY_EXTEND_SECS = 10.0
+
+
+def _payload_limit(pipeline: PipelineSettings) -> PayloadLimit:
+    return PayloadLimit(pipeline.max_payload_bytes, pipeline.dlq_max_payload_bytes)
+
+
+def _max_unacked(mqtt: MqttSettings) -> int:
+    # MQTT 5: the agent sets the inflight window; 3.1.1: the broker's, unknown here.
+    return mqtt.receive_maximum if mqtt.protocol == "5" else 65_536
 
 
 def _with_last_will_topics(mqtt: MqttSettings, last_will_topics: tuple[str, ...]) -> MqttSettings:
@@ -75,12 +84,18 @@ class CountingSpool:
         self._spool = spool
         self._metrics = metrics
 
-    async def append(self, records: Sequence[Record]) -> AppendResult:
-        """Append and count the records when they were stored."""
-        result = await self._spool.append(records)
+    async def append(
+        self, records: Sequence[Record], *, journal: bytes | None = None
+    ) -> AppendResult:
+        """Append (with ingest's message-id journal, when given) and count what was stored."""
+        result = await self._spool.append(records, journal=journal)
         if result.accepted:
             self._metrics.spooled(len(records))
         return result
+
+    def journal(self) -> bytes:
+        """The last message-id journal stored with a block (``b""`` if none)."""
+        return self._spool.journal()
 
 
 class Agent:
@@ -134,10 +149,9 @@ class Agent:
             _with_last_will_topics(settings.mqtt, settings.lifecycle.last_will_topics),
             default_client_id=f"edge-agent-{settings.gateway_id}",
             on_event=self._on_mqtt_event,
+            payload_limit=_payload_limit(settings.pipeline),
         )
-        self.queue: asyncio.Queue[ReceivedMessage] = asyncio.Queue(
-            maxsize=settings.ingest.queue_max_messages
-        )
+        self.queue: asyncio.Queue[ReceivedMessage] = MessageQueue.from_settings(settings.ingest)
         self.ingest = Ingest(
             self.queue,
             Pipeline(settings.pipeline, settings.gateway_id),
@@ -147,6 +161,7 @@ class Agent:
             presence=self.presence,
             last_will_filters=settings.lifecycle.last_will_topics,
             on_processed=self._on_processed,
+            max_unacked_messages=_max_unacked(settings.mqtt),
         )
         self.forwarder = Forwarder(
             self.spool,
@@ -189,6 +204,7 @@ class Agent:
         sections = {path.split(".", 1)[0] for path in diff.live}
         if "pipeline" in sections:
             self.ingest.replace_pipeline(Pipeline(new.pipeline, self.settings.gateway_id))
+            self.source.payload_limit = _payload_limit(new.pipeline)
             topics = new.pipeline.topics
             self.sink.track_topics((topics.normalized, topics.raw, topics.dlq))
             self.forwarder.set_dlq_topic(topics.dlq)

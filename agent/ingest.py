@@ -6,13 +6,25 @@ records are durably on disk. Grouping many messages into one block (group commit
 durable write per message affordable: one SQLite transaction (and with ``durability="fsync"`` one
 fsync) per group instead of per message.
 
-A group closes when ``max_batch_messages`` are in hand or ``commit_interval_ms`` passed since its
-first message, whichever comes first. Acks are sent in receive order.
+A group closes when ``max_batch_messages`` are in hand, when the next message would take it
+over ``max_batch_bytes`` (a single larger message forms a group of its own), or when
+``commit_interval_ms`` passed since its first message, whichever comes first. Acks are sent in
+receive order.
+
+Message ids: every QoS 1 message goes through a :class:`~agent.source.RedeliveryWindow` in
+receive order, so a broker redelivery of a message already spooled gets the first copy's id
+back; the window's journal is stored with each group's block and loaded at start, so this holds
+across a crash between the spool commit and the PUBACK.
+
+Last wills: a message on a ``last_will_filters`` topic is not a reading; its ``device_offline``
+lifecycle record is part of the group's records, so it is stored in the same block before the
+message is acked.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from collections import Counter
 from dataclasses import dataclass, field
@@ -24,6 +36,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from agent._backoff import Backoff
 from agent.errors import RetryableError
 from agent.pipeline import Outcome
+from agent.source import RedeliveryWindow
+from agent.source._redelivery import MAX_ENTRIES, MAX_JOURNAL_ENTRIES
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -33,6 +47,7 @@ if TYPE_CHECKING:
     from agent.spool import AppendResult
 
 _log = logging.getLogger(__name__)
+_QOS_AT_LEAST_ONCE = 1
 
 
 class IngestSettings(BaseModel):
@@ -57,6 +72,17 @@ class IngestSettings(BaseModel):
         description="Largest group written as one spool block.",
         json_schema_extra={"reload": "restart"},
     )
+    max_batch_bytes: int = Field(
+        default=1024 * 1024,
+        ge=1024,
+        le=64 * 1024 * 1024,
+        description=(
+            "Largest group written as one spool block, in bytes (payload, topic and ~200 bytes "
+            "per message): a group closes when the next message would exceed it; a single "
+            "larger message forms its own group."
+        ),
+        json_schema_extra={"reload": "restart"},
+    )
     queue_max_messages: int = Field(
         default=10_000,
         ge=1,
@@ -66,6 +92,49 @@ class IngestSettings(BaseModel):
         ),
         json_schema_extra={"reload": "restart"},
     )
+    queue_max_bytes: int = Field(
+        default=32 * 1024 * 1024,
+        ge=64 * 1024,
+        description=(
+            "Bytes of messages received but not yet written (payload, topic and ~200 bytes "
+            "each), in bytes. While over it the source stops reading, as for "
+            "queue_max_messages."
+        ),
+        json_schema_extra={"reload": "restart"},
+    )
+
+
+class MessageQueue(asyncio.Queue["ReceivedMessage"]):
+    """The queue between the source and ingest, bounded in messages and in bytes.
+
+    It counts as full while it holds ``max_messages`` messages or at least ``max_bytes``
+    bytes (:attr:`ReceivedMessage.queued_bytes`), so a producer's ``await put()`` waits; one
+    message is always accepted into an empty queue, however large.
+    """
+
+    def __init__(self, max_messages: int, max_bytes: int) -> None:
+        """Create an empty queue with both bounds."""
+        super().__init__(maxsize=max_messages)
+        self.max_bytes = max_bytes
+        self.queued_bytes = 0
+
+    @classmethod
+    def from_settings(cls, settings: IngestSettings) -> MessageQueue:
+        """The queue sized by ``queue_max_messages`` and ``queue_max_bytes``."""
+        return cls(settings.queue_max_messages, settings.queue_max_bytes)
+
+    def full(self) -> bool:
+        """Whether a ``put`` has to wait: too many messages or too many bytes queued."""
+        return self.queued_bytes >= self.max_bytes or super().full()
+
+    def _put(self, item: ReceivedMessage) -> None:
+        self.queued_bytes += item.queued_bytes
+        super()._put(item)  # asyncio.Queue's subclass hook, as in LifoQueue
+
+    def _get(self) -> ReceivedMessage:
+        item: ReceivedMessage = super()._get()
+        self.queued_bytes -= item.queued_bytes
+        return item
 
 
 class Appender(Protocol):
@@ -76,6 +145,20 @@ class Appender(Protocol):
         ...
 
 
+class JournalingAppender(Protocol):
+    """The part of the spool ingest writes to: blocks, each with the message-id journal."""
+
+    async def append(
+        self, records: Sequence[Record], *, journal: bytes | None = None
+    ) -> AppendResult:
+        """Durably store ``records`` as one block (and ``journal``, when given, with it)."""
+        ...
+
+    def journal(self) -> bytes:
+        """The last journal stored (``b""`` if none)."""
+        ...
+
+
 class PresenceSink(Protocol):
     """The part of device presence ingest reports to."""
 
@@ -83,8 +166,11 @@ class PresenceSink(Protocol):
         """A message from the device arrived."""
         ...
 
-    def last_will(self, device_id: str, at_ms: int) -> None:
-        """The device's last-will message arrived."""
+    def last_will(self, device_id: str, at_ms: int, *, event_id: str) -> Record | None:
+        """The device's last-will message arrived: the ``device_offline`` record to spool.
+
+        None when lifecycle records are off or the device was already offline.
+        """
         ...
 
 
@@ -92,7 +178,12 @@ class Acker(Protocol):
     """The part of the MQTT source ingest acknowledges through."""
 
     def ack(self, messages: Sequence[ReceivedMessage]) -> int:
-        """Acknowledge messages (in receive order) that are now safe."""
+        """Acknowledge messages (in receive order) that are now safe; return PUBACKs sent."""
+        ...
+
+    @property
+    def confirmed_acks(self) -> tuple[int, int]:
+        """``(connection, n)``: the broker processed the first ``n`` PUBACKs sent on it."""
         ...
 
 
@@ -107,6 +198,8 @@ class IngestStats:
     records_spooled: int = 0
     records_refused_by_spool: int = 0
     last_wills: int = 0
+    last_wills_without_device: int = 0
+    redeliveries_recognised: int = 0
     groups: int = 0
 
 
@@ -117,25 +210,31 @@ class Ingest:
         self,
         queue: asyncio.Queue[ReceivedMessage],
         pipeline: Pipeline,
-        spool: Appender,
+        spool: JournalingAppender,
         acker: Acker,
         settings: IngestSettings,
         *,
         presence: PresenceSink | None = None,
         last_will_filters: tuple[str, ...] = (),
         on_processed: Callable[[Processed], None] | None = None,
+        max_unacked_messages: int = MAX_ENTRIES,
     ) -> None:
         """Wire ingest between the source's queue, the pipeline, the spool and the acker.
 
         Args:
-            queue: Where the MQTT source puts received messages.
+            queue: Where the MQTT source puts received messages (a :class:`MessageQueue`
+                bounds it in bytes too).
             pipeline: Validation and record building.
-            spool: Where records are written.
+            spool: Where records (and the message-id journal) are written.
             acker: Acknowledges messages to the broker once written.
             settings: Group commit settings.
-            presence: Told about every device that speaks, and about last-will messages.
+            presence: Told about every device that speaks; builds the record of each last
+                will.
             last_will_filters: MQTT filters whose messages are last wills, not readings.
             on_processed: Called with every pipeline outcome (the metrics hook).
+            max_unacked_messages: The broker's inflight window (MQTT 5: ``receive_maximum``):
+                only the last this many QoS 1 messages can be redelivered, so the redelivery
+                window keeps no more. 65,536 (every packet id) when unknown (MQTT 3.1.1).
         """
         self._queue = queue
         self._pipeline = pipeline
@@ -147,6 +246,15 @@ class Ingest:
         self._on_processed = on_processed
         self.spool_writable = True
         self.stats = IngestStats()
+        self._window = RedeliveryWindow(
+            max_entries=max_unacked_messages,
+            max_journal_entries=min(max_unacked_messages, MAX_JOURNAL_ENTRIES),
+        )
+        self._last_journal = b""
+        self._journal_loaded = False
+        self._carry: ReceivedMessage | None = None
+        self._ack_connection = 0
+        self._acks_on_connection = 0
 
     def replace_pipeline(self, pipeline: Pipeline) -> None:
         """Use a new pipeline from the next group on (live config reload)."""
@@ -160,7 +268,16 @@ class Ingest:
         self._settings = settings
 
     async def run(self) -> None:
-        """Write and ack groups until cancelled."""
+        """Load the message-id journal once, then write and ack groups until cancelled.
+
+        The journal is read once: a second run (after a cancel) keeps the window it has.
+        """
+        if not self._journal_loaded:
+            self._journal_loaded = True
+            self._last_journal = self._spool.journal()
+            loaded = self._window.load(self._last_journal)
+            if loaded:
+                _log.debug("Loaded the message-id journal.", extra={"entries": loaded})
         while True:
             group = await self._next_group()
             await self._commit(group)
@@ -168,23 +285,39 @@ class Ingest:
     async def _next_group(self) -> list[ReceivedMessage]:
         queue = self._queue
         limit = self._settings.max_batch_messages
-        group = [await queue.get()]
+        max_bytes = self._settings.max_batch_bytes
+        first = self._carry if self._carry is not None else await queue.get()
+        self._carry = None
+        group = [first]
+        size = first.queued_bytes
         if queue.qsize() < limit - 1 and self._settings.commit_interval_ms > 0:
             # Linger so the group fills; under load the queue is already deep and we skip this.
             await asyncio.sleep(self._settings.commit_interval_ms / 1000)
         while len(group) < limit:
             try:
-                group.append(queue.get_nowait())
+                message = queue.get_nowait()
             except asyncio.QueueEmpty:
                 break
+            size += message.queued_bytes
+            if size > max_bytes:
+                self._carry = message  # first of the next group
+                break
+            group.append(message)
         return group
 
     async def _commit(self, group: list[ReceivedMessage]) -> None:
         records: list[Record] = []
         process = self._pipeline.process
         presence = self._presence
-        for message in group:
+        assign = self._window.assign
+        for received in group:
+            message_id = assign(received)
+            message = received
+            if message_id != received.message_id:
+                self.stats.redeliveries_recognised += 1
+                message = dataclasses.replace(received, message_id=message_id)
             if self._last_will_filters and self._is_last_will(message):
+                self._last_will(message, records)
                 continue
             processed = process(message)
             self._count(processed)
@@ -192,28 +325,62 @@ class Ingest:
             if presence is not None and processed.device_id is not None:
                 presence.seen(processed.device_id, message.received_at_ms)
         if records:
-            result = await self._append(records)
+            self._window.confirm(*self._acker.confirmed_acks)
+            journal: bytes | None = self._window.journal()
+            if journal == self._last_journal:
+                journal = None  # unchanged: spare the write
+            result = await self._append(records, journal)
+            if journal is not None:
+                self._last_journal = journal
             if result.accepted:
                 self.stats.records_spooled += len(records)
             else:
                 # drop_newest: the spool counted and reported the drop; the messages are acked
                 # because keeping them would only stall the broker behind a full spool.
                 self.stats.records_refused_by_spool += len(records)
-        self._acker.ack(group)
+        self._ack(group)
         self.stats.groups += 1
         for _ in group:
             self._queue.task_done()
 
+    def _ack(self, group: list[ReceivedMessage]) -> None:
+        """Ack the group and tell the window when its PUBACKs count as processed."""
+        sent = self._acker.ack(group)
+        qos1 = [m.connection for m in group if m.qos == _QOS_AT_LEAST_ONCE]
+        if not qos1:
+            self._window.end_group()
+            return
+        if sent:
+            connection = qos1[-1]  # the acked ones are on the newest connection
+            if connection != self._ack_connection:
+                self._ack_connection, self._acks_on_connection = connection, 0
+            self._acks_on_connection += sent
+            self._window.end_group((connection, self._acks_on_connection))
+        else:  # their connection is gone: the broker delivers them again
+            self._window.end_group(None)
+
     def _is_last_will(self, message: ReceivedMessage) -> bool:
-        if not any(topic_matches_sub(f, message.topic) for f in self._last_will_filters):
-            return False
+        return any(topic_matches_sub(f, message.topic) for f in self._last_will_filters)
+
+    def _last_will(self, message: ReceivedMessage, records: list[Record]) -> None:
+        """Add the ``device_offline`` record of a last will to the group's records."""
         self.stats.last_wills += 1
         device_id = self._pipeline.device_id(message)
-        if device_id is not None and self._presence is not None:
-            self._presence.last_will(device_id, message.received_at_ms)
-        return True
+        if device_id is None:
+            self.stats.last_wills_without_device += 1
+            _log.warning(
+                "A last-will message names no device; it is acknowledged and ignored.",
+                extra={"topic": message.topic},
+            )
+            return
+        if self._presence is not None:
+            record = self._presence.last_will(
+                device_id, message.received_at_ms, event_id=message.message_id
+            )
+            if record is not None:
+                records.append(record)
 
-    async def _append(self, records: list[Record]) -> AppendResult:
+    async def _append(self, records: list[Record], journal: bytes | None) -> AppendResult:
         """Append, retrying while the disk refuses (full, read-only).
 
         The group is not acked until it is stored, and the broker only redelivers after a
@@ -222,7 +389,7 @@ class Ingest:
         backoff = Backoff(0.1, 5.0)
         while True:
             try:
-                result = await self._spool.append(records)
+                result = await self._spool.append(records, journal=journal)
             except RetryableError as exc:
                 self.spool_writable = False
                 _log.error(

@@ -8,10 +8,26 @@ components: no dicts.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import itertools
+import secrets
+from dataclasses import dataclass, field
 
 Headers = tuple[tuple[str, bytes], ...]
 """Kafka record headers in the order they are produced: ``((name, value), ...)``."""
+
+
+_RUN_ID: str = f"{secrets.randbits(64):016x}"
+_COUNTER = itertools.count()
+
+
+def new_message_id() -> str:
+    """Return a fresh message id: 32 lowercase hex digits, never returned before.
+
+    The first 16 digits are a random 64-bit run id chosen when the process starts, the last 16
+    a per-process counter. No hashing and no clock: one counter step and one format per call.
+    See ``docs/reference/headers.md`` for how a redelivered message gets its first id back.
+    """
+    return f"{_RUN_ID}{next(_COUNTER):016x}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,6 +43,14 @@ class ReceivedMessage:
         mid: The MQTT packet identifier (0 for QoS 0); only meaningful on ``connection``.
         connection: Generation number of the MQTT connection that delivered the message. An
             acknowledgement is only sent while that same connection is still up.
+        dup: The MQTT DUP flag: the broker says it may have sent this message before.
+        original_size: The payload's length as received when the source cut it (it was
+            longer than ``max_payload_bytes``; ``payload`` then holds only its first bytes), or
+            None when ``payload`` is whole.
+        payload_sha256: With ``original_size``: 64 lowercase hex digits of the whole payload.
+        message_id: The ``message-id`` header of the message's records: fresh for every new
+            reception (:func:`new_message_id`); ingest gives a redelivery the id of its first
+            copy. Not part of equality.
     """
 
     topic: str
@@ -36,6 +60,20 @@ class ReceivedMessage:
     received_at_ms: int
     mid: int = 0
     connection: int = 0
+    dup: bool = False
+    original_size: int | None = None
+    payload_sha256: str | None = None
+    message_id: str = field(default_factory=new_message_id, compare=False)
+
+    @property
+    def size_bytes(self) -> int:
+        """The payload's length as received (before any cut)."""
+        return len(self.payload) if self.original_size is None else self.original_size
+
+    @property
+    def queued_bytes(self) -> int:
+        """Approximate memory held while the message waits: payload, topic and overhead."""
+        return len(self.payload) + len(self.topic) + 200
 
 
 @dataclass(frozen=True, slots=True)

@@ -119,19 +119,21 @@ class Lifecycle:
             settings.rate_limit_burst, settings.rate_limit_per_min, self._clock
         )
 
-    def emit(self, event: LifecycleEvent, *, force: bool = False) -> bool:
+    def emit(self, event: LifecycleEvent, *, force: bool = False, queue: bool = True) -> bool:
         """Log, count and queue ``event`` unless its rate limit is exhausted.
 
         Args:
             event: The event.
             force: Bypass the rate limit (final reports at shutdown).
+            queue: False when the caller spools the event's record itself (a last will,
+                stored in the same block as the group that acknowledges it).
 
         Returns:
             Whether the event was sent (False: suppressed and counted).
         """
         key = event.kind if event.key == self.gateway_id else f"{event.kind}:{event.key}"
         allowed = force or self._limiter.allow(key)
-        if not allowed or len(self._pending) >= MAX_PENDING_EVENTS:
+        if not allowed or (queue and len(self._pending) >= MAX_PENDING_EVENTS):
             self.suppressed[event.kind] += 1
             if self._on_counted is not None:
                 self._on_counted(event.kind, "suppressed")
@@ -143,7 +145,7 @@ class Lifecycle:
         self.emitted[event.kind] += 1
         if self._on_counted is not None:
             self._on_counted(event.kind, "sent")
-        if self._settings.enabled:
+        if queue and self._settings.enabled:
             self._pending.append(event)
             self._wake.set()
         return True

@@ -3,6 +3,11 @@
 A device is online at its first message (or its first after being offline), and offline after
 ``device_offline_after_secs`` of silence or when its last-will message arrives.
 
+A last will is data the broker hands over once: its ``device_offline`` record is returned to
+ingest, which stores it in the same spool block as the group that acknowledges the will (no
+rate limit, no in-memory queue). Its ``event_id`` is the will message's message id, so a
+redelivered will gives a record with the same id.
+
 Devices are kept in least-recently-seen order, so each check only looks at the devices that
 may have gone silent, not at all of them. The number of tracked devices is bounded.
 """
@@ -23,6 +28,7 @@ if TYPE_CHECKING:
 
     from agent.lifecycle.emitter import Lifecycle
     from agent.lifecycle.settings import LifecycleSettings
+    from agent.model import Record
 
 _log = logging.getLogger(__name__)
 
@@ -78,17 +84,37 @@ class Presence:
                 device_id, at_ms, first_seen=False, offline_for_ms=at_ms - device.offline_since_ms
             )
 
-    def last_will(self, device_id: str, at_ms: int) -> None:
-        """The device's last-will message arrived: it is offline now."""
+    def last_will(self, device_id: str, at_ms: int, *, event_id: str) -> Record | None:
+        """The device's last-will message arrived: it is offline now.
+
+        Returns:
+            The ``device_offline`` record for the caller to spool (logged and counted here,
+            never rate limited), or None when lifecycle records are off or the device was
+            already offline. A device beyond ``max_tracked_devices`` still gets its record.
+        """
         device = self._devices.get(device_id)
         if device is None:
+            device = _Device(last_seen_ms=at_ms, online=True)
             if len(self._devices) >= self._settings.max_tracked_devices:
                 self.untracked += 1
-                return
-            device = _Device(last_seen_ms=at_ms, online=True)
-            self._devices[device_id] = device
-        if device.online:
-            self._go_offline(device_id, device, at_ms, "last_will")
+            else:
+                self._devices[device_id] = device
+        if not device.online:
+            return None
+        device.online = False
+        device.offline_since_ms = at_ms
+        event = DeviceOffline(
+            event_id=event_id,
+            gateway_id=self._lifecycle.gateway_id,
+            at_ms=at_ms,
+            device_id=device_id,
+            reason="last_will",
+            last_seen_ms=device.last_seen_ms,
+        )
+        self._lifecycle.emit(event, force=True, queue=False)
+        if not self._settings.enabled:
+            return None
+        return self._lifecycle.to_record(event)
 
     def check(self) -> int:
         """Report devices silent for longer than the timeout; returns how many went offline."""
@@ -99,7 +125,7 @@ class Presence:
             if now - device.last_seen_ms < limit_ms:
                 break  # ordered by last seen: everyone after this one spoke more recently
             if device.online:
-                self._go_offline(device_id, device, now, "silent")
+                self._go_offline(device_id, device, now)
                 went += 1
         return went
 
@@ -109,7 +135,7 @@ class Presence:
             await asyncio.sleep(self._settings.presence_check_interval_secs)
             self.check()
 
-    def _go_offline(self, device_id: str, device: _Device, at_ms: int, reason: str) -> None:
+    def _go_offline(self, device_id: str, device: _Device, at_ms: int) -> None:
         device.online = False
         device.offline_since_ms = at_ms
         self._lifecycle.emit(
@@ -117,7 +143,7 @@ class Presence:
                 gateway_id=self._lifecycle.gateway_id,
                 at_ms=at_ms,
                 device_id=device_id,
-                reason="last_will" if reason == "last_will" else "silent",
+                reason="silent",
                 last_seen_ms=device.last_seen_ms,
             )
         )

@@ -24,7 +24,6 @@ from agent.pipeline._records import (
     HEADER_SOURCE_TOPIC,
     SCHEMA_VERSION,
     bounded_payload,
-    message_id,
 )
 from agent.pipeline._result import Outcome, Processed, Reason
 from agent.pipeline.settings import (
@@ -59,5 +58,4 @@ __all__ = [
     "TopicSettings",
     "UnknownFieldPolicy",
     "bounded_payload",
-    "message_id",
 ]

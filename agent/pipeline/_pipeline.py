@@ -5,10 +5,12 @@ Contract:
 * :meth:`Pipeline.process` is synchronous, pure (no I/O, no clock: the receive time comes in
   the message) and never raises, whatever the payload bytes or topic.
 * Every message ends as exactly one of: VALID with one or two records; REJECTED with exactly
-  one DLQ record holding the original payload bytes and a ``dlq-reason`` header; DROPPED with
-  no record and a reason, for the caller to count.
-* The same message always gives the same records (same message id, same bytes), so a replay
-  after a crash produces duplicates that downstream can remove by ``message-id``.
+  one DLQ record holding the original payload bytes (its first ``dlq_max_payload_bytes``
+  when longer, with ``original-size`` and ``payload-sha256`` headers) and a ``dlq-reason``
+  header; DROPPED with no record and a reason, for the caller to count.
+* The records carry the message's ``message_id`` (given by the source, reused by ingest for a
+  broker redelivery), so a replay after a crash produces duplicates that downstream can remove
+  by ``message-id``.
 
 Checks run in this order, and the first failure gives the reason: payload size (before any
 decoding), UTF-8, JSON, JSON object, device id, then the reading rules of
@@ -41,16 +43,25 @@ def _reject_constant(name: str) -> float:
 _DECODER = json.JSONDecoder(parse_constant=_reject_constant)
 
 
-def decode_payload(payload: bytes, max_payload_bytes: int) -> dict[str, object]:
+def decode_payload(
+    payload: bytes, max_payload_bytes: int, *, original_size: int | None = None
+) -> dict[str, object]:
     """Decode a payload into a JSON object.
 
     The payload is decoded as UTF-8 explicitly: ``json.loads(bytes)`` would also accept UTF-16
-    and UTF-32.
+    and UTF-32. ``original_size`` is given for a payload the source cut: it is too large
+    whatever the limit is now.
 
     Raises:
         InvalidMessageError: ``payload_too_large``, ``not_utf8``, ``not_json``,
             ``not_finite`` or ``not_an_object``.
     """
+    if original_size is not None:
+        raise InvalidMessageError(
+            Reason.PAYLOAD_TOO_LARGE,
+            f"the payload is {original_size} bytes, more than max_payload_bytes; the source "
+            f"kept its first {len(payload)} bytes",
+        )
     if len(payload) > max_payload_bytes:
         raise InvalidMessageError(
             Reason.PAYLOAD_TOO_LARGE,
@@ -108,7 +119,12 @@ class Pipeline:
             settings.device_id.json_field,
         )
         self._readings = ReadingBuilder(settings, self._devices.payload_root)
-        self._records = RecordBuilder(settings.topics, gateway_id, forward_raw=settings.forward_raw)
+        self._records = RecordBuilder(
+            settings.topics,
+            gateway_id,
+            forward_raw=settings.forward_raw,
+            dlq_max_payload_bytes=settings.dlq_max_payload_bytes,
+        )
         self._max_payload_bytes = settings.max_payload_bytes
         self._min_quality = settings.min_quality
         self._low_quality_dlq = settings.low_quality_action is LowQualityAction.DLQ
@@ -136,7 +152,10 @@ class Pipeline:
         if topic is not None:
             return topic.device_id
         try:
-            return self._devices.resolve(None, decode_payload(msg.payload, self._max_payload_bytes))
+            document = decode_payload(
+                msg.payload, self._max_payload_bytes, original_size=msg.original_size
+            )
+            return self._devices.resolve(None, document)
         except InvalidMessageError:
             return None
 
@@ -144,7 +163,9 @@ class Pipeline:
         topic = self._devices.from_topic(msg.topic)
         device_id = topic.device_id if topic is not None else None
         try:
-            payload = decode_payload(msg.payload, self._max_payload_bytes)
+            payload = decode_payload(
+                msg.payload, self._max_payload_bytes, original_size=msg.original_size
+            )
             device_id = self._devices.resolve(topic, payload)
             reading = self._readings.build(payload, device_id, _metric(topic), msg.received_at_ms)
         except InvalidMessageError as exc:

@@ -2,7 +2,8 @@
 
 Headers, in this order, on every record (values UTF-8):
 
-1. ``message-id``: :func:`message_id` of the MQTT message, 32 lowercase hex digits;
+1. ``message-id``: ``ReceivedMessage.message_id``, 32 lowercase hex digits: fresh for every
+   new reception, the first copy's id for a broker redelivery (``docs/reference/headers.md``);
 2. ``source-topic``: the MQTT topic;
 3. ``gateway-id``: the gateway that received the message;
 4. ``received-at``: receive time, epoch milliseconds, decimal ASCII;
@@ -11,7 +12,9 @@ Headers, in this order, on every record (values UTF-8):
 DLQ records add, in this order:
 
 6. ``dlq-reason``: a :class:`~agent.pipeline.Reason` value such as ``not_json``;
-7. ``dlq-detail``: one short sentence, e.g. ``field 'value' is a string, expected a number``.
+7. ``dlq-detail``: one short sentence, e.g. ``field 'value' is a string, expected a number``;
+8. ``original-size`` and ``payload-sha256``, only when the payload was cut (longer than
+   ``dlq_max_payload_bytes``, or cut at the source for being over ``max_payload_bytes``).
 
 A VALID message with ``forward_raw`` on yields the raw record first and the normalized record
 second: whoever consumes both topics sees the original before its interpretation, and both
@@ -20,7 +23,7 @@ share the message id so they can be joined.
 
 from __future__ import annotations
 
-from hashlib import blake2b, sha256
+from hashlib import sha256
 from typing import TYPE_CHECKING
 
 from agent.model import Headers, Record
@@ -45,22 +48,6 @@ HEADER_PAYLOAD_SHA256 = "payload-sha256"
 _SCHEMA_VERSION_BYTES = str(SCHEMA_VERSION).encode("ascii")
 
 
-def message_id(topic: str, payload: bytes) -> str:
-    r"""Return the deterministic id of one MQTT message: 32 lowercase hex digits.
-
-    ``blake2b(topic_utf8 + b"\x00" + payload, digest_size=16)``. It depends on nothing but the
-    message itself (no clock, counter or random part), so when the agent crashes after spooling
-    or producing and the broker redelivers the same message, the replayed records carry the same
-    id and downstream consumers can remove the duplicates by it. The NUL separator cannot occur
-    in an MQTT topic, so distinct (topic, payload) pairs never hash the same input. A topic with
-    lone surrogates (not valid UTF-8; MQTT forbids them) is encoded with ``surrogatepass`` so
-    this never raises. Identical payloads published twice on one topic get one id: that is the
-    price of replay-stable ids without a device sequence number.
-    """
-    data = topic.encode("utf-8", "surrogatepass") + b"\x00" + payload
-    return blake2b(data, digest_size=16).hexdigest()
-
-
 def bounded_payload(payload: bytes, max_bytes: int) -> tuple[bytes, Headers]:
     """Cut a payload to ``max_bytes`` for a dead-letter record, saying what was cut.
 
@@ -82,10 +69,18 @@ def bounded_payload(payload: bytes, max_bytes: int) -> tuple[bytes, Headers]:
 class RecordBuilder:
     """Builds the records of each outcome for one gateway and set of topics."""
 
-    __slots__ = ("_dlq", "_forward_raw", "_gateway", "_normalized", "_raw")
+    __slots__ = ("_dlq", "_dlq_max_bytes", "_forward_raw", "_gateway", "_normalized", "_raw")
 
-    def __init__(self, topics: TopicSettings, gateway_id: str, *, forward_raw: bool) -> None:
-        """Remember the topics, the gateway id (encoded once) and whether to forward raw."""
+    def __init__(
+        self,
+        topics: TopicSettings,
+        gateway_id: str,
+        *,
+        forward_raw: bool,
+        dlq_max_payload_bytes: int = 65536,
+    ) -> None:
+        """Remember the topics, the gateway id (encoded once) and the raw and DLQ options."""
+        self._dlq_max_bytes = dlq_max_payload_bytes
         self._normalized = topics.normalized
         self._raw = topics.raw
         self._dlq = topics.dlq
@@ -95,7 +90,7 @@ class RecordBuilder:
     def headers(self, msg: ReceivedMessage) -> Headers:
         """Return the common headers of every record built from ``msg``."""
         return (
-            (HEADER_MESSAGE_ID, message_id(msg.topic, msg.payload).encode("ascii")),
+            (HEADER_MESSAGE_ID, msg.message_id.encode("ascii")),
             (HEADER_SOURCE_TOPIC, msg.topic.encode("utf-8", "backslashreplace")),
             (HEADER_GATEWAY_ID, self._gateway),
             (HEADER_RECEIVED_AT, b"%d" % msg.received_at_ms),
@@ -116,11 +111,27 @@ class RecordBuilder:
     def dlq(
         self, msg: ReceivedMessage, device_id: str | None, reason: Reason, detail: str
     ) -> Record:
-        """Return the one DLQ record of a REJECTED message: original payload, receive time."""
+        """Return the one DLQ record of a REJECTED message: its payload, receive time.
+
+        The payload is kept whole up to ``dlq_max_payload_bytes``; a longer one (or one the
+        source already cut) keeps its first ``dlq_max_payload_bytes`` bytes, and the record says
+        so in ``original-size`` and ``payload-sha256``.
+        """
         key = None if device_id is None else device_id.encode("utf-8")
+        payload, cut = self._bounded(msg)
         headers = (
             *self.headers(msg),
             (HEADER_DLQ_REASON, reason.value.encode("ascii")),
             (HEADER_DLQ_DETAIL, detail.encode("utf-8", "backslashreplace")),
+            *cut,
         )
-        return Record(self._dlq, key, msg.payload, headers, msg.received_at_ms)
+        return Record(self._dlq, key, payload, headers, msg.received_at_ms)
+
+    def _bounded(self, msg: ReceivedMessage) -> tuple[bytes, Headers]:
+        if msg.original_size is None or msg.payload_sha256 is None:
+            return bounded_payload(msg.payload, self._dlq_max_bytes)
+        headers: Headers = (
+            (HEADER_ORIGINAL_SIZE, b"%d" % msg.original_size),
+            (HEADER_PAYLOAD_SHA256, msg.payload_sha256.encode("ascii")),
+        )
+        return msg.payload[: self._dlq_max_bytes], headers

@@ -185,7 +185,22 @@ class PipelineSettings(BaseModel):
     max_payload_bytes: int = Field(
         default=65536,
         ge=1,
-        description="Payloads longer than this are rejected before decoding, in bytes.",
+        description=(
+            "Payloads longer than this are rejected before decoding, in bytes. The MQTT source "
+            "cuts such a payload to dlq_max_payload_bytes right after receipt, so it never "
+            "occupies more memory or spool than that."
+        ),
+        json_schema_extra={"reload": "live"},
+    )
+    dlq_max_payload_bytes: int = Field(
+        default=65536,
+        ge=0,
+        le=900 * 1024,
+        description=(
+            "Most payload bytes a dead-letter record keeps, in bytes. A longer payload keeps "
+            "this prefix and the record gets original-size and payload-sha256 headers. At most "
+            "900 KiB, so a dead-letter record stays below Kafka's default 1 MiB request size."
+        ),
         json_schema_extra={"reload": "live"},
     )
     max_future_skew_secs: float = Field(

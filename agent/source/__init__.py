@@ -5,6 +5,7 @@ bounded queue and acknowledges each QoS 1 message to the broker only when the ca
 :meth:`MqttSource.ack` after storing it; see :mod:`agent.source.mqtt` for the full contract.
 """
 
+from agent.source._redelivery import RedeliveryWindow
 from agent.source._types import (
     AckSkipReason,
     DropReason,
@@ -14,6 +15,7 @@ from agent.source._types import (
     MqttEvent,
     MqttSourceStats,
     MqttSubscriptionRefused,
+    PayloadLimit,
 )
 from agent.source.mqtt import MqttSource, wall_clock_ms
 from agent.source.settings import MqttProtocol, MqttSettings
@@ -30,5 +32,7 @@ __all__ = [
     "MqttSource",
     "MqttSourceStats",
     "MqttSubscriptionRefused",
+    "PayloadLimit",
+    "RedeliveryWindow",
     "wall_clock_ms",
 ]

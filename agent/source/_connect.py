@@ -13,6 +13,8 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
+from agent.source._topics import without_covered
+
 if TYPE_CHECKING:
     from agent.source.settings import MqttSettings
 
@@ -72,19 +74,30 @@ def connect_properties(settings: MqttSettings) -> Properties | None:
     return properties
 
 
+def subscribed_filters(settings: MqttSettings) -> tuple[str, ...]:
+    """The filters actually subscribed: those no other filter of the settings contains.
+
+    An MQTT 5 broker (Mosquitto 2 among them) delivers a message once per matching
+    subscription; every copy would be a new reception with its own message id. The containing
+    filter receives everything the contained one would.
+    """
+    return without_covered(settings.subscriptions)
+
+
 def subscribe_topics(
     settings: MqttSettings,
 ) -> list[tuple[str, SubscribeOptions]] | list[tuple[str, int]]:
-    """One SUBSCRIBE for every filter in the settings, all with ``settings.qos``.
+    """One SUBSCRIBE for every filter of :func:`subscribed_filters`, all with ``settings.qos``.
 
     With MQTT 5 the retained messages are only sent for a subscription the session did not
     have yet (Retain Handling 1), so re-subscribing after a reconnect does not deliver every
     retained message again. MQTT 3.1.1 has no such option: the broker re-sends them.
     """
+    filters = subscribed_filters(settings)
     if settings.protocol == "5":
         options = SubscribeOptions(
             qos=settings.qos, retainHandling=SubscribeOptions.RETAIN_SEND_IF_NEW_SUB
         )
-        return [(topic_filter, options) for topic_filter in settings.subscriptions]
+        return [(topic_filter, options) for topic_filter in filters]
     qos: int = settings.qos
-    return [(topic_filter, qos) for topic_filter in settings.subscriptions]
+    return [(topic_filter, qos) for topic_filter in filters]

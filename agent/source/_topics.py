@@ -54,3 +54,76 @@ def _check_levels(levels_text: str, topic_filter: str) -> None:
             )
         if "+" in level and level != "+":
             raise ValueError(f"in topic filter {topic_filter!r}, '+' must be a whole level")
+
+
+def _split(topic_filter: str) -> tuple[str | None, list[str]]:
+    """``(share group or None, levels of the filter proper)``."""
+    if topic_filter.startswith(SHARE_PREFIX):
+        _, group, inner = topic_filter.split("/", 2)
+        return group, inner.split("/")
+    return None, topic_filter.split("/")
+
+
+def covers(outer: str, inner: str) -> bool:
+    """Whether every topic that ``inner`` matches is matched by ``outer`` too.
+
+    Filters of different shared-subscription groups (or shared and not) never cover each other:
+    the broker delivers to each of them.
+    """
+    outer_group, a = _split(outer)
+    inner_group, b = _split(inner)
+    if outer_group != inner_group:
+        return False
+    for index, level in enumerate(a):
+        if level == "#":
+            return True
+        if index >= len(b) or b[index] == "#":
+            return False
+        if level != "+" and level != b[index]:
+            return False
+    return len(a) == len(b)
+
+
+def overlap(first: str, second: str) -> bool:
+    """Whether some topic matches both filters (ignoring shared-subscription groups)."""
+    _, a = _split(first)
+    _, b = _split(second)
+    for x, y in zip(a, b, strict=False):
+        if "#" in (x, y):
+            return True
+        if "+" not in (x, y) and x != y:
+            return False
+    return (
+        len(a) == len(b)
+        or (len(a) == len(b) + 1 and a[-1] == "#")
+        or (len(b) == len(a) + 1 and b[-1] == "#")
+    )
+
+
+def without_covered(filters: tuple[str, ...]) -> tuple[str, ...]:
+    """``filters`` without those another one covers (the first of equal ones stays).
+
+    An MQTT 5 broker (Mosquitto 2 included) delivers a message once per matching subscription;
+    each copy would be a new reception with a new message id, so nested filters are not
+    subscribed: the outer one receives everything the inner one would.
+    """
+    kept: list[str] = []
+    for index, candidate in enumerate(filters):
+        others = filters[:index] + filters[index + 1 :]
+        if any(
+            covers(other, candidate) and (not covers(candidate, other) or other in filters[:index])
+            for other in others
+        ):
+            continue
+        kept.append(candidate)
+    return tuple(kept)
+
+
+def partial_overlaps(filters: tuple[str, ...]) -> list[tuple[str, str]]:
+    """Pairs of filters that share some topics while neither contains the other."""
+    return [
+        (a, b)
+        for i, a in enumerate(filters)
+        for b in filters[i + 1 :]
+        if overlap(a, b) and not covers(a, b) and not covers(b, a)
+    ]

@@ -37,6 +37,19 @@ class AckSkipReason(enum.StrEnum):
 
 
 @dataclass(frozen=True, slots=True)
+class PayloadLimit:
+    """Payloads longer than ``max_bytes`` are cut to ``keep_bytes`` right after receipt.
+
+    The pipeline rejects such a payload anyway (``payload_too_large``) and its dead-letter
+    record keeps only a prefix, so holding the rest in memory and in the spool buys nothing.
+    The cut message says so in ``original_size`` and ``payload_sha256``.
+    """
+
+    max_bytes: int
+    keep_bytes: int
+
+
+@dataclass(frozen=True, slots=True)
 class MqttConnected:
     """The broker accepted a connection and answered the subscriptions: messages can flow.
 
@@ -144,6 +157,7 @@ class MqttSourceStats:
         outstanding: QoS 1 messages handed out on the current connection and not yet acked.
         ack_skipped: Acknowledgements not sent, by reason (every reason present).
         dropped: Messages not handed over, by reason (every reason present).
+        cut: Payloads longer than the payload limit, cut right after receipt.
     """
 
     connected: bool
@@ -156,3 +170,4 @@ class MqttSourceStats:
     outstanding: int
     ack_skipped: Mapping[AckSkipReason, int]
     dropped: Mapping[DropReason, int]
+    cut: int = 0

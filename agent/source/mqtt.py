@@ -4,17 +4,23 @@ Contract
 --------
 1. A QoS 1 message is acknowledged (PUBACK) only when the caller says it is safe, through
    :meth:`MqttSource.ack`, and only on the connection that delivered it. Until then the broker
-   keeps it, and delivers it again after any disconnect or crash.
+   keeps it, and delivers it again after any disconnect or crash. :attr:`confirmed_acks` says
+   how many PUBACKs the broker has provably processed (an UNSUBSCRIBE round trip after them).
 2. The session is persistent: a fixed client id, ``clean_session=False`` (MQTT 3.1.1) or
    ``clean_start=False`` with a Session Expiry Interval (MQTT 5), so messages published while
    the agent is away are queued by the broker. Every connection subscribes again.
 3. Messages are handed over in the order received, one connection at a time, each tagged with
-   its connection generation (``ReceivedMessage.connection``, increasing, never reused).
+   its connection generation (``ReceivedMessage.connection``, increasing, never reused), the
+   broker's DUP flag (``ReceivedMessage.dup``) and a fresh ``message_id``.
 4. Backpressure: the caller's bounded queue is filled with ``await queue.put``; while it is
    full the source takes nothing more, and the broker stops sending once its inflight window
    (MQTT 5 Receive Maximum, or Mosquitto's ``max_inflight_messages`` for 3.1.1) is full of
    unacknowledged messages. aiomqtt's ``max_queued_incoming_messages`` is not used: it drops
    messages that were already acknowledged.
+   The caller's queue may also bound bytes (:class:`agent.ingest.MessageQueue`), and a payload
+   longer than ``payload_limit.max_bytes`` is cut to ``payload_limit.keep_bytes`` right after
+   receipt (``ReceivedMessage.original_size`` and ``payload_sha256`` say so), so the inflight
+   window holds at most that many bytes per message.
 5. QoS 0 messages are at most once: beyond ``max_buffered_qos0_messages`` waiting ones they are
    dropped, and counted.
 6. The source reconnects forever, with capped, jittered exponential backoff. Failures are
@@ -34,6 +40,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from hashlib import sha256
 from typing import TYPE_CHECKING
 
 import aiomqtt
@@ -50,6 +57,7 @@ from agent.source._connect import (
 )
 from agent.source._errors import reason_code, translate
 from agent.source._paho import take_over
+from agent.source._topics import partial_overlaps
 from agent.source._types import (
     AckSkipReason,
     DropReason,
@@ -59,6 +67,7 @@ from agent.source._types import (
     MqttEvent,
     MqttSourceStats,
     MqttSubscriptionRefused,
+    PayloadLimit,
 )
 
 if TYPE_CHECKING:
@@ -72,11 +81,25 @@ if TYPE_CHECKING:
 _log = logging.getLogger(__name__)
 _client_log = logging.getLogger(f"{__name__}.client")
 
+
+def _not_a_late_barrier_answer(record: logging.LogRecord) -> bool:
+    """Drop aiomqtt's error line for the UNSUBACK of a cancelled barrier round trip.
+
+    The source unsubscribes nothing but its ack barrier; when the source is cancelled while a
+    barrier is in flight, aiomqtt logs the late UNSUBACK as an error with a traceback.
+    """
+    message = str(record.msg)
+    return not (message.startswith("Unexpected message ID") and "on_unsubscribe" in message)
+
+
+_client_log.addFilter(_not_a_late_barrier_answer)
+
 _QOS_AT_LEAST_ONCE = 1
 _FAILURE_CODE = 0x80  # MQTT reason codes from 0x80 up are failures
 _SESSION_TAKEN_OVER = 0x8E
 # Never subscribed: unsubscribing it is a harmless round trip (see _confirm_acks).
 _ACK_BARRIER_FILTER = "$edge-agent/ack-barrier"
+_BARRIER_RETRY_SECS = 0.5
 
 
 def wall_clock_ms() -> int:
@@ -90,8 +113,12 @@ class _Connection:
     __slots__ = (
         "accepted",
         "accepted_at",
+        "acks_confirmed",
+        "acks_sent",
         "all_acked",
         "announced",
+        "barrier_wanted",
+        "confirmed",
         "generation",
         "inbox",
         "live",
@@ -113,6 +140,12 @@ class _Connection:
         # receive order. A packet id is not reused by the broker before its PUBACK.
         self.outstanding: dict[int, ReceivedMessage] = {}
         self.all_acked = asyncio.Event()
+        # PUBACKs sent on this connection, and how many of them the broker has provably
+        # processed (an UNSUBACK sent after them came back): see _confirm_forever.
+        self.acks_sent = 0
+        self.acks_confirmed = 0
+        self.barrier_wanted = asyncio.Event()
+        self.confirmed = asyncio.Event()
         self.accepted = False  # CONNACK accepted: acks can be sent
         self.announced = False  # subscribed too: MqttConnected was emitted
         self.accepted_at = 0.0
@@ -147,6 +180,8 @@ class MqttSource:
             derives it from the gateway id).
         on_event: Receives the lifecycle events.
         clock_ms: Wall clock in epoch milliseconds, for ``ReceivedMessage.received_at_ms``.
+        payload_limit: Cut longer payloads right after receipt (see :class:`PayloadLimit`);
+            assign :attr:`payload_limit` to change it while running.
 
     Raises:
         ConfigError: Neither ``settings.client_id`` nor ``default_client_id`` is set.
@@ -159,6 +194,7 @@ class MqttSource:
         default_client_id: str | None = None,
         on_event: Callable[[MqttEvent], None] | None = None,
         clock_ms: Callable[[], int] = wall_clock_ms,
+        payload_limit: PayloadLimit | None = None,
     ) -> None:
         """Create a disconnected source; nothing touches the network before :meth:`run`."""
         client_id = settings.client_id or default_client_id
@@ -171,6 +207,8 @@ class MqttSource:
         self._client_id = client_id
         self._on_event = on_event
         self._clock_ms = clock_ms
+        self.payload_limit = payload_limit
+        self._cut = 0
         self._running = False
         self._generation = 0
         self._conn: _Connection | None = None
@@ -213,7 +251,23 @@ class MqttSource:
             outstanding=len(conn.outstanding) if conn is not None and conn.live else 0,
             ack_skipped=dict(self._ack_skipped),
             dropped=dict(self._dropped),
+            cut=self._cut,
         )
+
+    @property
+    def confirmed_acks(self) -> tuple[int, int]:
+        """``(connection, n)``: the broker has processed the first ``n`` PUBACKs of that connection.
+
+        A PUBACK sent is not yet a PUBACK the broker processed: if the agent dies first, the
+        broker delivers the message again. After PUBACKs are sent the source asks the broker
+        for a round trip (an UNSUBSCRIBE of a filter never subscribed); the broker handles a
+        client's packets in order, so its UNSUBACK proves every earlier PUBACK was processed.
+        ``(0, 0)`` while not connected.
+        """
+        conn = self._conn
+        if conn is None or not conn.live:
+            return (0, 0)
+        return (conn.generation, conn.acks_confirmed)
 
     def ack(self, messages: Iterable[ReceivedMessage]) -> int:
         """Acknowledge messages that are now stored safely; pass them in receive order.
@@ -253,9 +307,7 @@ class MqttSource:
                 continue
             paho.ack(message.mid, _QOS_AT_LEAST_ONCE)
             sent += 1
-        self._acked += sent
-        if stale:
-            self._ack_skipped[AckSkipReason.STALE_CONNECTION] += stale
+        self._count_acks(conn, sent, stale)
         if unknown:
             self._ack_skipped[AckSkipReason.NOT_OUTSTANDING] += unknown
             _log.warning(
@@ -266,6 +318,14 @@ class MqttSource:
         if not outstanding:
             conn.all_acked.set()
         return sent
+
+    def _count_acks(self, conn: _Connection, sent: int, stale: int) -> None:
+        self._acked += sent
+        if sent:
+            conn.acks_sent += sent
+            conn.barrier_wanted.set()  # _confirm_forever confirms them
+        if stale:
+            self._ack_skipped[AckSkipReason.STALE_CONNECTION] += stale
 
     async def run(self, queue: asyncio.Queue[ReceivedMessage], stop: asyncio.Event) -> None:
         """Connect, subscribe and put received messages into ``queue`` until ``stop`` is set.
@@ -378,23 +438,37 @@ class MqttSource:
                 delivering = tg.create_task(
                     self._deliver(conn, queue), name=f"mqtt-deliver-{generation}"
                 )
+                confirming = tg.create_task(
+                    self._confirm_forever(client, conn), name=f"mqtt-confirm-acks-{generation}"
+                )
                 await self._subscribe(client, conn)
                 await stop.wait()
                 delivering.cancel()
                 await asyncio.wait([delivering])
                 await self._drain(conn)
-                await self._confirm_acks(client)
+                await self._confirm_acks(conn)
+                confirming.cancel()
                 watcher.cancel()
         except BaseExceptionGroup as group:
             raise _sole(group)  # noqa: B904 - the group's context is kept implicitly
 
     async def _subscribe(self, client: aiomqtt.Client, conn: _Connection) -> None:
         settings = self._settings
-        granted = await client.subscribe(subscribe_topics(settings))
+        topics = subscribe_topics(settings)
+        granted = await client.subscribe(topics)
         # paho's VERSION2 callbacks always give ReasonCodes; plain ints come from VERSION1.
         codes: list[ReasonCode | int] = list(granted)
         refused: list[tuple[str, str]] = []
-        for topic_filter, code in zip(settings.subscriptions, codes, strict=False):
+        filters = [topic_filter for topic_filter, _ in topics]
+        overlapping = partial_overlaps(tuple(filters))
+        if overlapping:  # only through filters added after validation (last-will topics)
+            _log.error(
+                "Some subscribed filters overlap; the broker may deliver a message matching "
+                "two of them twice, as two readings with two message ids. Make the last-will "
+                "topics and the subscriptions disjoint or nested.",
+                extra={"connection": conn.generation, "overlapping": overlapping},
+            )
+        for topic_filter, code in zip(filters, codes, strict=False):
             value = code if isinstance(code, int) else int(code.value)
             if value >= _FAILURE_CODE:
                 refused.append((topic_filter, str(code)))
@@ -402,7 +476,7 @@ class MqttSource:
                 refused.append((topic_filter, f"granted QoS {value} instead of {settings.qos}"))
         _log.info(
             "MQTT subscribed.",
-            extra={"connection": conn.generation, "filters": settings.subscriptions},
+            extra={"connection": conn.generation, "filters": filters},
         )
         if refused:
             _log.error(
@@ -444,21 +518,50 @@ class MqttSource:
                 extra={"unacked_messages": len(conn.outstanding), "timeout_secs": timeout_secs},
             )
 
-    async def _confirm_acks(self, client: aiomqtt.Client) -> None:
+    async def _confirm_forever(self, client: aiomqtt.Client, conn: _Connection) -> None:
+        """Keep :attr:`confirmed_acks` up to date: one barrier round trip at a time.
+
+        Under load the round trips run back to back and each confirms every PUBACK sent
+        before it; idle, none is sent. A failed round trip is retried; a lost connection is
+        reported by the connection's watcher, not here.
+        """
+        while True:
+            await conn.barrier_wanted.wait()
+            conn.barrier_wanted.clear()
+            target = conn.acks_sent
+            try:
+                await client.unsubscribe(_ACK_BARRIER_FILTER)
+            except aiomqtt.MqttError:
+                await asyncio.sleep(_BARRIER_RETRY_SECS)
+                conn.barrier_wanted.set()
+                continue
+            if _cancel_pending():
+                # Python 3.11's wait_for (inside aiomqtt) returns the result and drops the
+                # cancellation when both happen at once: honour it, or the task group hangs.
+                raise asyncio.CancelledError
+            conn.acks_confirmed = max(conn.acks_confirmed, target)
+            conn.confirmed.set()
+
+    async def _confirm_acks(self, conn: _Connection) -> None:
         """Wait until the broker has processed every PUBACK sent, with one round trip.
 
         paho writes the last PUBACKs and DISCONNECT and closes the socket in one go; Mosquitto
         2.0.11 then often ignored PUBACKs it had not read yet (measured: in 6 of 30 and in 8 of
-        15 stops) and delivered those messages again. The broker handles a client's packets
-        in order, so its UNSUBACK to a filter we never subscribed to comes after all of them.
+        15 stops) and delivered those messages again. :meth:`_confirm_forever` makes the round
+        trip (the broker handles a client's packets in order); waiting for it here, instead of
+        cancelling it mid-flight, also keeps aiomqtt from logging the late UNSUBACK as an error.
         """
+        conn.barrier_wanted.set()
         try:
-            await client.unsubscribe(_ACK_BARRIER_FILTER)
-        except aiomqtt.MqttError as exc:
+            async with asyncio.timeout(self._settings.connect_timeout_secs):
+                while conn.acks_confirmed < conn.acks_sent:
+                    conn.confirmed.clear()
+                    await conn.confirmed.wait()
+        except TimeoutError:
             _log.warning(
                 "Could not confirm that the broker received the last acknowledgements; it may "
                 "deliver those messages again.",
-                extra={"error": str(exc)},
+                extra={"unconfirmed_acks": conn.acks_sent - conn.acks_confirmed},
             )
 
     # ------------------------------------------------------------------ paho callbacks
@@ -475,15 +578,28 @@ class MqttSource:
         if qos != _QOS_AT_LEAST_ONCE and inbox.qsize() >= self._settings.max_buffered_qos0_messages:
             self._drop_qos0(conn)
             return
+        payload = message.payload
+        limit = self.payload_limit
+        original_size: int | None = None
+        digest: str | None = None
+        if limit is not None and len(payload) > limit.max_bytes:
+            # Cut before it is buffered: 1000 such payloads must not hold 1000 x their size.
+            self._cut += 1
+            original_size = len(payload)
+            digest = sha256(payload).hexdigest()
+            payload = payload[: limit.keep_bytes]
         inbox.put_nowait(
             ReceivedMessage(
                 topic,
-                bytes(message.payload),  # paho hands out a bytearray
+                bytes(payload),  # paho hands out a bytearray
                 qos,
                 bool(message.retain),
                 self._clock_ms(),
                 message.mid if qos else 0,
                 conn.generation,
+                bool(message.dup),
+                original_size,
+                digest,
             )
         )
 

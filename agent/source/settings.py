@@ -12,7 +12,7 @@ from typing import Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
-from agent.source._topics import validate_filter
+from agent.source._topics import partial_overlaps, validate_filter
 
 MqttProtocol = Literal["3.1.1", "5"]
 """MQTT protocol version: ``"3.1.1"`` or ``"5"``."""
@@ -74,7 +74,9 @@ class MqttSettings(BaseModel):
         description=(
             "Topic filters to subscribe to, all with the same qos. Shared subscriptions are "
             "written '$share/<group>/<filter>': the broker then splits the messages among the "
-            "agents in the group. Re-subscribed after every reconnect."
+            "agents in the group. Re-subscribed after every reconnect. A filter contained in "
+            "another is not subscribed (the broker would deliver its messages twice); filters "
+            "that overlap otherwise are refused."
         ),
         json_schema_extra={"reload": "restart"},
     )
@@ -234,6 +236,15 @@ class MqttSettings(BaseModel):
         duplicates = sorted({f for f in value if value.count(f) > 1})
         if duplicates:
             raise ValueError(f"subscriptions lists {', '.join(duplicates)} more than once")
+        overlapping = partial_overlaps(value)
+        if overlapping:
+            first, second = overlapping[0]
+            raise ValueError(
+                f"subscriptions {first!r} and {second!r} share some topics without one "
+                "containing the other; an MQTT 5 broker delivers such a message once per "
+                "filter, as two readings with two message ids. Use disjoint filters, or one "
+                "that contains the other"
+            )
         return value
 
     @model_validator(mode="after")

@@ -9,6 +9,7 @@ header and the original bytes, dropped → counted. The agent must keep running 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import time
 
@@ -17,7 +18,7 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from agent.model import ReceivedMessage
-from agent.pipeline import Outcome, Pipeline, PipelineSettings, message_id
+from agent.pipeline import Outcome, Pipeline, PipelineSettings
 from tests.fixtures.bad_payloads import BAD_PAYLOADS
 from tests.infra import KafkaCluster, Mosquitto
 from tests.support.kafka import consume_all, create_topic
@@ -59,7 +60,9 @@ def _generated_payloads() -> list[bytes]:
 async def test_dead_letter_every_bad_payload_lands_in_the_dlq_with_its_reason(
     agent_factory, mosquitto: Mosquitto, kafka: KafkaCluster
 ):
-    """Corpus + generated payloads: outcome per message id matches the pipeline; counts add up."""
+    """Corpus + generated payloads: outcome per message (one topic each) matches the pipeline;
+    counts add up; every message id is distinct.
+    """
     pipeline_cfg = {"device_id": {"topic_template": None, "json_field": "device_id"}}
     agent = agent_factory(pipeline=pipeline_cfg)
     cfg = agent.config()["pipeline"]
@@ -73,13 +76,13 @@ async def test_dead_letter_every_bad_payload_lands_in_the_dlq_with_its_reason(
         for i, (_, _, payload, _) in enumerate(BAD_PAYLOADS)
     ]
     messages += [(f"{agent.topic_prefix}/gen/{i}", p) for i, p in enumerate(_generated_payloads())]
-    expected: dict[bytes, tuple[Outcome, str | None]] = {}
+    expected: dict[bytes, tuple[Outcome, str | None]] = {}  # by source topic
     for topic, payload in messages:
         processed = reference.process(ReceivedMessage(topic, payload, 1, False, _now_ms()))
         reason = None if processed.reason is None else str(processed.reason)
-        expected[message_id(topic, payload).encode()] = (processed.outcome, reason)
-    corpus_ids = {message_id(t, p).encode() for t, p in messages[: len(BAD_PAYLOADS)]}
-    assert all(expected[m][0] is not Outcome.VALID for m in corpus_ids)
+        expected[topic.encode()] = (processed.outcome, reason)
+    corpus_topics = {t.encode() for t, _ in messages[: len(BAD_PAYLOADS)]}
+    assert all(expected[t][0] is not Outcome.VALID for t in corpus_topics)
 
     async with aiomqtt.Client("127.0.0.1", mosquitto.port) as client:
         for topic, payload in messages:
@@ -95,16 +98,23 @@ async def test_dead_letter_every_bad_payload_lands_in_the_dlq_with_its_reason(
     assert len(dlq) == n_rejected
     assert len(normalized) == n_valid
     assert n_valid + n_rejected + n_dropped == len(messages)
-    payload_by_id = {message_id(t, p).encode(): p for t, p in messages}
+    payload_by_topic = {t.encode(): p for t, p in messages}
+    keep = PipelineSettings().dlq_max_payload_bytes
     for rec in dlq:
-        mid = rec.headers["message-id"]
-        outcome, reason = expected[mid]
+        topic = rec.headers["source-topic"]
+        outcome, reason = expected[topic]
         assert outcome is Outcome.REJECTED
         assert rec.headers["dlq-reason"].decode() == reason
         assert rec.headers["dlq-detail"]
-        assert rec.value == payload_by_id[mid]  # the original bytes, untouched
+        payload = payload_by_topic[topic]
+        assert rec.value == payload[:keep]  # the original bytes, untouched up to 64 KiB
+        if len(payload) > keep:
+            assert rec.headers["original-size"] == str(len(payload)).encode()
+            assert rec.headers["payload-sha256"] == hashlib.sha256(payload).hexdigest().encode()
     for rec in normalized:
-        assert expected[rec.headers["message-id"]][0] is Outcome.VALID
+        assert expected[rec.headers["source-topic"]][0] is Outcome.VALID
+    ids = [rec.headers["message-id"] for rec in [*dlq, *normalized]]
+    assert len(set(ids)) == len(ids)
     assert agent.proc is not None
     assert agent.proc.poll() is None, "the agent died on bad input"
     assert await asyncio.to_thread(agent.terminate) == 0

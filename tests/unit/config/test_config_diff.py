@@ -27,6 +27,7 @@ EXPECTED_LIVE = {
     "pipeline.low_quality_action",
     "pipeline.missing_ts",
     "pipeline.max_payload_bytes",
+    "pipeline.dlq_max_payload_bytes",
     "pipeline.max_future_skew_secs",
     "pipeline.min_timestamp",
     "pipeline.max_tags",

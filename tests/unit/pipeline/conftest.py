@@ -15,6 +15,8 @@ if TYPE_CHECKING:
 
 RECEIVED_AT_MS = 1_700_000_000_000
 """Receive time of every message: 2023-11-14T22:13:20Z."""
+MESSAGE_ID = "0123456789abcdef0000000000000007"
+"""Message id of every message built here."""
 
 
 class Run(Protocol):
@@ -37,7 +39,7 @@ def message(
 ) -> ReceivedMessage:
     """Build a received message; a dict payload is encoded as JSON."""
     body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
-    return ReceivedMessage(topic, body, 1, False, received_at_ms)
+    return ReceivedMessage(topic, body, 1, False, received_at_ms, message_id=MESSAGE_ID)
 
 
 @pytest.fixture

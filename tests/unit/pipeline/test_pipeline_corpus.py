@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import hashlib
+
 import pytest
 
 from agent.model import ReceivedMessage
@@ -18,13 +20,21 @@ PIPELINE = Pipeline(PipelineSettings(), "gw-1")
     ],
 )
 def test_corpus_each_bad_payload_has_its_reason(topic, payload, reason):
-    """Every malformed payload is REJECTED with its exact reason and kept byte for byte."""
+    """Every malformed payload is REJECTED with its exact reason, kept byte for byte up to 64 KiB.
+
+    Beyond ``dlq_max_payload_bytes`` (64 KiB) the record keeps the prefix, the original size and
+    the payload's SHA-256.
+    """
     result = PIPELINE.process(ReceivedMessage(topic, payload, 1, False, RECEIVED_AT_MS))
     assert result.outcome is Outcome.REJECTED
     assert result.reason == reason
     (record,) = result.records
-    assert record.value == payload
+    keep = PipelineSettings().dlq_max_payload_bytes
+    assert record.value == payload[:keep]
     headers = dict(record.headers)
+    if len(payload) > keep:
+        assert headers["original-size"] == str(len(payload)).encode()
+        assert headers["payload-sha256"] == hashlib.sha256(payload).hexdigest().encode()
     assert headers["dlq-reason"] == reason.encode()
     assert headers["dlq-detail"] == str(result.detail).encode()
 

@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from agent.model import ReceivedMessage
-from agent.pipeline import Outcome, Pipeline, PipelineSettings, Reading, Reason, message_id
+from agent.pipeline import Outcome, Pipeline, PipelineSettings, Reading, Reason
 
 RECEIVED_AT_MS = 1_700_000_000_000
 MIN_TS_MS = 946_684_800_000  # 2000-01-01T00:00:00Z
@@ -90,9 +90,10 @@ def test_properties_process_never_raises_and_ends_in_one_outcome(
     pipeline, topic, payload, received_at_ms
 ):
     """Any bytes on any topic end as VALID, REJECTED (one DLQ record) or DROPPED, never raise."""
-    result = pipeline.process(ReceivedMessage(topic, payload, 1, False, received_at_ms))
+    message = ReceivedMessage(topic, payload, 1, False, received_at_ms)
+    result = pipeline.process(message)
     assert result.reason is not Reason.INTERNAL_ERROR, result.detail
-    expected_id = message_id(topic, payload).encode()
+    expected_id = message.message_id.encode()
     for record in result.records:
         assert [name for name, _ in record.headers][:5] == COMMON
         assert dict(record.headers)["message-id"] == expected_id

@@ -2,12 +2,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 
 import pytest
 
 from agent.errors import ConfigError
 from agent.model import ReceivedMessage
-from agent.pipeline import Outcome, Pipeline, PipelineSettings, Reason, message_id
+from agent.pipeline import Outcome, Pipeline, PipelineSettings, Reason
+from tests.unit.pipeline.conftest import MESSAGE_ID
 
 RECEIVED_AT_MS = 1_700_000_000_000
 TOPIC = "sensors/line-1/reading"
@@ -16,12 +18,14 @@ COMMON_HEADER_NAMES = ["message-id", "source-topic", "gateway-id", "received-at"
 
 
 def _msg(payload=PAYLOAD, topic=TOPIC):
-    return ReceivedMessage(topic, payload, 1, False, RECEIVED_AT_MS, mid=7, connection=3)
+    return ReceivedMessage(
+        topic, payload, 1, False, RECEIVED_AT_MS, mid=7, connection=3, message_id=MESSAGE_ID
+    )
 
 
-def _common_headers(topic=TOPIC, payload=PAYLOAD):
+def _common_headers(topic=TOPIC, payload=PAYLOAD):  # noqa: ARG001 - kept for call sites
     return (
-        ("message-id", message_id(topic, payload).encode()),
+        ("message-id", MESSAGE_ID.encode()),
         ("source-topic", topic.encode()),
         ("gateway-id", b"gw-1"),
         ("received-at", b"1700000000000"),
@@ -29,40 +33,24 @@ def _common_headers(topic=TOPIC, payload=PAYLOAD):
     )
 
 
-def test_records_message_id_is_blake2b_of_topic_nul_payload():
-    """The message id is blake2b-128 of topic, NUL and payload, as lowercase hex."""
-    expected = hashlib.blake2b(TOPIC.encode() + b"\x00" + PAYLOAD, digest_size=16).hexdigest()
-    assert message_id(TOPIC, PAYLOAD) == expected
-    assert len(expected) == 32
+def test_records_message_id_is_the_message_s_own_id():
+    """Every record of a message carries the message's message_id, as given."""
+    pipeline = Pipeline(PipelineSettings(forward_raw=True), "gw-1")
+    for payload in (PAYLOAD, b"not json"):
+        result = pipeline.process(_msg(payload))
+        assert {dict(r.headers)["message-id"] for r in result.records} == {MESSAGE_ID.encode()}
 
 
-def test_records_message_id_is_stable_across_calls_and_pipelines():
-    """Replaying the same MQTT message gives the same id, whatever else changed."""
-    first = Pipeline(PipelineSettings(), "gw-1").process(_msg())
-    replay = ReceivedMessage(TOPIC, PAYLOAD, 0, True, RECEIVED_AT_MS + 60_000, mid=9)
-    second = Pipeline(PipelineSettings(forward_raw=True), "gw-2").process(replay)
-    ids = {dict(r.headers)["message-id"] for r in first.records + second.records}
-    assert ids == {message_id(TOPIC, PAYLOAD).encode()}
-
-
-@pytest.mark.parametrize(
-    ("topic", "payload"),
-    [
-        (TOPIC, PAYLOAD + b" "),
-        (TOPIC + "/x", PAYLOAD),
-        ("a", b"b\x00c"),
-        ("a\x00b", b"c"),
-        ("", PAYLOAD),
-    ],
-)
-def test_records_message_id_differs_for_different_messages(topic, payload):
-    """A different topic or payload gives a different id."""
-    assert message_id(topic, payload) != message_id(TOPIC, PAYLOAD)
-
-
-def test_records_message_id_never_raises_on_surrogates():
-    """A topic with lone surrogates still has a (distinct) id."""
-    assert message_id("a\udc80", b"") != message_id("a", b"")
+def test_records_message_id_differs_for_identical_receptions():
+    """Two receptions of byte-identical messages get two distinct 32-hex-digit ids."""
+    pipeline = Pipeline(PipelineSettings(), "gw-1")
+    first, second = (
+        pipeline.process(ReceivedMessage(TOPIC, PAYLOAD, 1, False, RECEIVED_AT_MS, mid=7))
+        for _ in range(2)
+    )
+    ids = [dict(r.records[0].headers)["message-id"].decode() for r in (first, second)]
+    assert ids[0] != ids[1]
+    assert all(re.fullmatch(r"[0-9a-f]{32}", i) for i in ids)
 
 
 def test_records_valid_normalized_record(run):
@@ -172,6 +160,40 @@ def test_records_same_message_same_records():
 class _Broken:
     def build(self, *_args):
         raise RuntimeError("bug")
+
+
+def test_records_dlq_payload_over_the_dlq_limit_keeps_a_prefix_with_size_and_digest(run):
+    """A rejected payload longer than dlq_max_payload_bytes keeps a prefix, its size and sha256."""
+    payload = b"x" * 5000
+    result = run(payload, dlq_max_payload_bytes=100)
+    (record,) = result.records
+    assert record.value == payload[:100]
+    headers = dict(record.headers)
+    assert headers["original-size"] == b"5000"
+    assert headers["payload-sha256"] == hashlib.sha256(payload).hexdigest().encode()
+
+
+def test_records_payload_cut_at_the_source_is_too_large_with_its_original_size():
+    """A payload the source cut is rejected payload_too_large, keeping its size and digest."""
+    digest = hashlib.sha256(b"whole").hexdigest()
+    cut = ReceivedMessage(
+        TOPIC, b"{", 1, False, RECEIVED_AT_MS, original_size=2_000_000, payload_sha256=digest
+    )
+    result = Pipeline(PipelineSettings(max_payload_bytes=10**9), "gw-1").process(cut)
+    assert result.reason is Reason.PAYLOAD_TOO_LARGE
+    assert result.detail is not None
+    assert "2000000 bytes" in result.detail
+    (record,) = result.records
+    assert record.value == b"{"
+    headers = dict(record.headers)
+    assert headers["original-size"] == b"2000000"
+    assert headers["payload-sha256"] == digest.encode()
+    assert [n for n, _ in record.headers][-4:] == [
+        "dlq-reason",
+        "dlq-detail",
+        "original-size",
+        "payload-sha256",
+    ]
 
 
 def test_records_internal_error_keeps_the_message_in_the_dlq():

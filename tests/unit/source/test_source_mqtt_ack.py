@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 
 import paho.mqtt.client as mqtt
 import pytest
 
 from agent.errors import ConfigError
+from agent.ingest import MessageQueue
 from agent.model import ReceivedMessage
-from agent.source import AckSkipReason, DropReason, MqttSettings, MqttSource
+from agent.source import AckSkipReason, DropReason, MqttSettings, MqttSource, PayloadLimit
 from agent.source.mqtt import _Connection
 
 NOW_MS = 1_700_000_000_000
@@ -214,3 +216,88 @@ async def test_ack_run_returns_at_once_when_stop_is_already_set():
     source._running = True
     with pytest.raises(RuntimeError, match="already running"):
         await source.run(queue, stop)
+
+
+def test_ack_receive_path_keeps_the_dup_flag():
+    """The broker's DUP flag reaches the ReceivedMessage."""
+    source = _source()
+    conn, _ = _live(source)
+    paho_message = _paho_message(3)
+    paho_message.dup = True
+    source._on_message(conn, paho_message)
+    assert conn.inbox.get_nowait().dup
+
+
+def test_ack_receive_path_cuts_an_oversized_payload_before_buffering():
+    """A payload over the limit is cut to keep_bytes at receipt, with its size and digest."""
+    source = MqttSource(
+        MqttSettings(client_id="edge-1"),
+        clock_ms=lambda: NOW_MS,
+        payload_limit=PayloadLimit(max_bytes=1000, keep_bytes=100),
+    )
+    conn, _ = _live(source)
+    big = _paho_message(4)
+    big.payload = bytearray(b"z" * 5000)
+    small = _paho_message(5)
+    small.payload = bytearray(b"s" * 1000)
+    source._on_message(conn, big)
+    source._on_message(conn, small)
+    cut, whole = conn.inbox.get_nowait(), conn.inbox.get_nowait()
+    assert (cut.payload, cut.original_size) == (b"z" * 100, 5000)
+    assert cut.payload_sha256 == hashlib.sha256(b"z" * 5000).hexdigest()
+    assert (whole.payload, whole.original_size, whole.payload_sha256) == (b"s" * 1000, None, None)
+    assert source.stats().cut == 1
+
+
+async def test_ack_delivery_stops_reading_while_the_queue_is_over_its_bytes():
+    """With a byte-bounded queue the source hands over nothing more until bytes are taken out."""
+    source = _source()
+    conn, _ = _live(source)
+    for mid in (1, 2, 3):
+        message = _paho_message(mid)
+        message.payload = bytearray(b"p" * 1000)
+        source._on_message(conn, message)
+    queue = MessageQueue(max_messages=100, max_bytes=1500)
+    delivering = asyncio.ensure_future(source._deliver(conn, queue))
+    await asyncio.sleep(0.01)
+    # 1,200 < 1,500 bytes took a second one; the third waits in the delivery task's hand.
+    assert (queue.qsize(), source.stats().delivered) == (2, 2)
+    queue.get_nowait()
+    queue.get_nowait()
+    await asyncio.sleep(0.01)
+    assert (queue.qsize(), source.stats().delivered) == (1, 3)
+    delivering.cancel()
+
+
+class FakeBarrierClient:
+    """Answers each UNSUBSCRIBE when released; the broker has then read every earlier PUBACK."""
+
+    def __init__(self) -> None:
+        self.unsubscribes = 0
+        self.release = asyncio.Event()
+
+    async def unsubscribe(self, topic: str) -> None:
+        assert topic.startswith("$edge-agent/")
+        self.unsubscribes += 1
+        await self.release.wait()
+        self.release.clear()
+
+
+async def test_ack_pubacks_count_as_processed_only_after_a_barrier_round_trip():
+    """confirmed_acks covers the PUBACKs sent before an UNSUBSCRIBE whose UNSUBACK came back."""
+    source = _source()
+    conn, _ = _live(source, generation=3)
+    client = FakeBarrierClient()
+    confirming = asyncio.ensure_future(source._confirm_forever(client, conn))  # type: ignore[arg-type]
+    source.ack(_receive(source, conn, 1, 2))
+    await asyncio.sleep(0.01)
+    source.ack(_receive(source, conn, 3))  # sent while the barrier is in flight
+    assert source.confirmed_acks == (3, 0)
+    client.release.set()
+    await asyncio.sleep(0.01)
+    assert source.confirmed_acks == (3, 2)  # the third needs the next round trip
+    client.release.set()
+    await asyncio.sleep(0.01)
+    assert source.confirmed_acks == (3, 3)
+    assert client.unsubscribes == 2
+    confirming.cancel()

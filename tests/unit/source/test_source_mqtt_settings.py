@@ -9,6 +9,7 @@ import pytest
 from pydantic import SecretStr, ValidationError
 
 from agent.source import MqttSettings
+from agent.source._connect import subscribe_topics, subscribed_filters
 from agent.source._topics import validate_filter
 
 
@@ -67,8 +68,31 @@ def test_settings_accept_protocol_5_as_a_yaml_integer():
 
 def test_settings_subscriptions_accept_lists_and_shared_filters():
     """A YAML list works, and shared subscriptions are legal filters."""
-    settings = MqttSettings(subscriptions=["plant/+/temp", "$share/agents/plant/#", "#"])  # type: ignore[arg-type]
-    assert settings.subscriptions == ("plant/+/temp", "$share/agents/plant/#", "#")
+    settings = MqttSettings(subscriptions=["plant/+/temp", "$share/agents/site/#", "x/#"])  # type: ignore[arg-type]
+    assert settings.subscriptions == ("plant/+/temp", "$share/agents/site/#", "x/#")
+
+
+def test_settings_subscriptions_contained_in_another_are_not_subscribed():
+    """A filter nested in another is accepted but not subscribed: its messages would come twice."""
+    settings = MqttSettings(subscriptions=["plant/+/status", "plant/#", "other/x", "#"])  # type: ignore[arg-type]
+    assert subscribed_filters(settings) == ("#",)
+    settings = MqttSettings(subscriptions=["a/+/status", "a/#", "b/+"])  # type: ignore[arg-type]
+    assert subscribed_filters(settings) == ("a/#", "b/+")
+    assert [f for f, _ in subscribe_topics(settings)] == ["a/#", "b/+"]
+
+
+@pytest.mark.parametrize(
+    ("subscriptions", "pair"),
+    [
+        (["a/+/x", "a/b/+"], "'a/+/x' and 'a/b/+'"),
+        (["plant/#", "$share/g/plant/a"], "'plant/#' and '$share/g/plant/a'"),
+        (["+/x", "a/#"], "'+/x' and 'a/#'"),
+    ],
+)
+def test_settings_subscriptions_that_overlap_partly_are_refused(subscriptions, pair):
+    """Filters sharing topics without nesting would deliver those messages twice: refused."""
+    with pytest.raises(ValidationError, match=re.escape(pair)):
+        MqttSettings(subscriptions=subscriptions)
 
 
 @pytest.mark.parametrize(
