@@ -31,12 +31,12 @@ import hashlib
 import json
 import os
 import socket
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar
 
-from pydantic import Field, ValidationError
+from pydantic import AfterValidator, BaseModel, Field, ValidationError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from agent._config.problems import (
@@ -61,6 +61,7 @@ from agent.forwarder import ForwarderSettings
 from agent.ingest import IngestSettings
 from agent.lifecycle.settings import LifecycleSettings
 from agent.pipeline import PipelineSettings
+from agent.pipeline._text import MAX_NAME_BYTES, text_problem
 from agent.remote import RemoteConfigSettings
 from agent.sink import KafkaSettings
 from agent.source import MqttSettings
@@ -68,7 +69,6 @@ from agent.spool import SpoolSettings
 from agent.telemetry.settings import HttpSettings
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable
     from pathlib import Path
 
 __all__ = [
@@ -86,11 +86,32 @@ __all__ = [
     "diff_settings",
     "load_config",
     "load_settings",
+    "merge_live",
 ]
+
+_ModelT = TypeVar("_ModelT", bound=BaseModel)
 
 _validating_merged: contextvars.ContextVar[bool] = contextvars.ContextVar(
     "edge_agent_validating_merged", default=False
 )
+
+
+def _gateway_id(value: str) -> str:
+    """A gateway id usable everywhere it goes: Kafka key and header, MQTT client id, logs."""
+    problem = text_problem(value, MAX_NAME_BYTES)
+    if problem is None and value.strip() != value:
+        problem = "starts or ends with white space"
+    if problem is None and not value.isprintable():
+        problem = "contains a character that cannot be printed"
+    if problem is not None:
+        raise ValueError(
+            f"the gateway id {problem}; it goes into every record header, the MQTT client id "
+            "and every log line: use a short printable name such as the host name"
+        )
+    return value
+
+
+GatewayId = Annotated[str, AfterValidator(_gateway_id)]
 
 
 class AgentSettings(BaseSettings):
@@ -107,7 +128,7 @@ class AgentSettings(BaseSettings):
         frozen=True,
     )
 
-    gateway_id: str = Field(
+    gateway_id: GatewayId = Field(
         default_factory=socket.gethostname,
         min_length=1,
         max_length=256,
@@ -353,6 +374,43 @@ def diff_settings(old: AgentSettings, new: AgentSettings) -> SettingsDiff:
         restart=frozenset(c.path for c in changes if c.reload == "restart"),
         changes=tuple(changes),
     )
+
+
+def merge_live(running: AgentSettings, new: AgentSettings, paths: Iterable[str]) -> AgentSettings:
+    """The settings to run with after a reload: ``running`` with only ``paths`` taken from ``new``.
+
+    This is the one rule of a live reload: pass the live paths of
+    ``diff_settings(running, new)``. Every other option, restart-only ones included, keeps its
+    running value even when it sits in the same section as a live one (changing
+    ``lifecycle.rate_limit_burst`` and ``lifecycle.topic`` together applies the burst only).
+    Each rebuilt section is validated again, so a mix that breaks a rule spanning several
+    options is refused rather than run.
+
+    Raises:
+        ValidationError: The running values and the live ones from ``new`` do not go together.
+    """
+    tree: dict[str, Any] = {}
+    for path in paths:
+        node = tree
+        *parents, name = path.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[name] = None
+    if not tree:
+        return running
+    return _replaced(running, new, tree)
+
+
+def _replaced(running: _ModelT, new: _ModelT, tree: Mapping[str, Any]) -> _ModelT:
+    values = {name: getattr(running, name) for name in type(running).model_fields}
+    for name, below in tree.items():
+        if below is None:
+            values[name] = getattr(new, name)
+        else:
+            values[name] = _replaced(getattr(running, name), getattr(new, name), below)
+    # model_validate, not the constructor: for the settings class the constructor would read
+    # the environment again. Sections given as instances are taken as they are.
+    return type(running).model_validate(values)
 
 
 def config_hash(settings: AgentSettings) -> str:
