@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING
 from agent import __version__
 from agent._backoff import Backoff
 from agent.config import config_hash
-from agent.errors import RetryableError
+from agent.errors import AgentError, RetryableError
 from agent.forwarder import Forwarder
 from agent.ingest import Ingest
 from agent.lifecycle import events as ev
@@ -322,7 +322,9 @@ class Agent:
         """Run until ``shutdown_trigger`` completes, then drain; return the exit code.
 
         Raises:
-            PermanentError: The spool cannot be opened (damaged, or already open here).
+            PermanentError: The spool cannot be opened (damaged, or already open here), or a
+                component failed for good (e.g. the HTTP port is taken); the first such error
+                is raised by itself, not inside an exception group.
         """
         shutdown = asyncio.ensure_future(shutdown_trigger)
         try:
@@ -330,6 +332,11 @@ class Agent:
                 self.notifier.close()
                 return 0
             return await self._run_open(shutdown)
+        except BaseExceptionGroup as group:
+            errors = _leaves(group)
+            if errors and all(isinstance(e, AgentError) for e in errors):
+                raise errors[0] from group
+            raise
         finally:
             shutdown.cancel()
 
@@ -557,6 +564,17 @@ class Agent:
                     "devices_online": self.presence.online_count,
                 },
             )
+
+
+def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
+    """Every exception in ``group``, nested groups flattened, in order."""
+    out: list[BaseException] = []
+    for exc in group.exceptions:
+        if isinstance(exc, BaseExceptionGroup):
+            out.extend(_leaves(exc))
+        else:
+            out.append(exc)
+    return out
 
 
 async def _first_of(*awaitables: Awaitable[object]) -> None:

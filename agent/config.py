@@ -29,6 +29,7 @@ from __future__ import annotations
 import contextvars
 import hashlib
 import json
+import math
 import os
 import socket
 from collections.abc import Iterable, Mapping
@@ -262,6 +263,8 @@ def load_config(
     except ValidationError as exc:
         secrets = secret_values(AgentSettings, merged.data)
         problems.extend(validation_problems(AgentSettings, exc, merged.sources, secrets))
+    else:
+        problems.extend(usability_problems(settings, merged.sources))
     finally:
         _validating_merged.reset(token)
     if problems:
@@ -269,6 +272,44 @@ def load_config(
         # included, and must not travel along as the cause.
         raise InvalidConfigError(problems)
     return LoadedConfig(settings, MappingProxyType(dict(merged.sources)))
+
+
+def usability_problems(
+    settings: AgentSettings, sources: Mapping[str, Source] | None = None
+) -> list[ConfigProblem]:
+    """What passes each option's own check but would break the agent at run time.
+
+    - A number that is infinite or NaN: durations and rates become sleeps, timers and
+      millisecond integers, where infinity crashes or hangs (``int(inf)``), so none is allowed.
+    - ``lifecycle.topic`` equal to one of ``pipeline.topics``: lifecycle events would be mixed
+      into telemetry (and counted as telemetry in the metrics).
+
+    Args:
+        settings: Settings that passed validation.
+        sources: Option path -> where its value came from, for the messages.
+    """
+    sources = sources or {}
+    problems: list[ConfigProblem] = []
+
+    def problem(path: str, message: str) -> None:
+        value = value_at(settings, path)
+        problems.append(
+            ConfigProblem(
+                message, path=path, value=show(value), source=sources.get(path, DEFAULT).label
+            )
+        )
+
+    for option in options(AgentSettings):
+        value = value_at(settings, option.path)
+        if isinstance(value, float) and not math.isfinite(value):
+            problem(option.path, "must be a finite number (infinity and NaN are not allowed)")
+    topics = settings.pipeline.topics
+    if settings.lifecycle.topic in {topics.normalized, topics.raw, topics.dlq}:
+        problem(
+            "lifecycle.topic",
+            "is also one of pipeline.topics; give lifecycle events a topic of their own",
+        )
+    return problems
 
 
 def load_settings(
@@ -387,7 +428,8 @@ def merge_live(running: AgentSettings, new: AgentSettings, paths: Iterable[str])
     options is refused rather than run.
 
     Raises:
-        ValidationError: The running values and the live ones from ``new`` do not go together.
+        InvalidConfigError: The running values and the live ones from ``new`` do not go
+            together (a rule spanning several options).
     """
     tree: dict[str, Any] = {}
     for path in paths:
@@ -398,7 +440,15 @@ def merge_live(running: AgentSettings, new: AgentSettings, paths: Iterable[str])
         node[name] = None
     if not tree:
         return running
-    return _replaced(running, new, tree)
+    try:
+        merged = _replaced(running, new, tree)
+    except ValidationError as exc:
+        problems = validation_problems(AgentSettings, exc, {}, ())
+        raise InvalidConfigError(problems) from None
+    problems = usability_problems(merged)
+    if problems:
+        raise InvalidConfigError(problems)
+    return merged
 
 
 def _replaced(running: _ModelT, new: _ModelT, tree: Mapping[str, Any]) -> _ModelT:

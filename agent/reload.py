@@ -29,8 +29,6 @@ import logging
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Final, Protocol
 
-from pydantic import ValidationError
-
 from agent.config import config_hash, diff_settings, load_config, merge_live
 from agent.errors import ConfigError
 from agent.lifecycle import events as ev
@@ -156,14 +154,11 @@ class Reloader:
         """The running settings with the live changes of ``new``, or unchanged if they clash."""
         try:
             return merge_live(self.running, new, wanted.live)
-        except ValidationError as exc:
+        except ConfigError as exc:
             _log.warning(
                 "The live changes do not go with the running values of the restart-only "
                 "options; all changes wait for a restart.",
-                extra={
-                    "fields": sorted(wanted.live),
-                    "error": "; ".join(str(e["msg"]) for e in exc.errors()),
-                },
+                extra={"fields": sorted(wanted.live), "error": str(exc)},
             )
             return self.running
 

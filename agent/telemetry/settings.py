@@ -2,7 +2,29 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+import ipaddress
+import re
+from typing import Annotated
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+_HOST_NAME = re.compile(
+    r"(?=.{1,253}\.?$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+    r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?"
+)
+
+
+def _listen_host(host: str) -> str:
+    """An IP address or a DNS host name, so listening does not fail at every start."""
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        if not _HOST_NAME.fullmatch(host):
+            raise ValueError(
+                f"{host!r} is neither an IP address nor a host name; use e.g. 0.0.0.0 (every "
+                "interface), 127.0.0.1 (this gateway only) or :: (IPv6)"
+            ) from None
+    return host
 
 
 class HttpSettings(BaseModel):
@@ -15,7 +37,7 @@ class HttpSettings(BaseModel):
         description="Serve the HTTP endpoint at all.",
         json_schema_extra={"reload": "restart"},
     )
-    listen_host: str = Field(
+    listen_host: Annotated[str, AfterValidator(_listen_host)] = Field(
         default="0.0.0.0",  # noqa: S104 - probes and scrapers reach the pod IP
         description="Address to listen on; 127.0.0.1 keeps it local to the gateway.",
         json_schema_extra={"reload": "restart"},

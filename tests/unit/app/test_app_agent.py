@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import socket
 
 import pytest
 import yaml
@@ -267,3 +268,17 @@ def test_agent_config_refuses_a_gateway_id_unusable_as_key_or_client_id(
     err = capsys.readouterr().err
     assert "gateway_id" in err
     assert "gateway id" in err
+
+
+async def test_agent_component_failing_for_good_raises_its_own_error(start, tmp_path):
+    """The HTTP port taken: run raises that PermanentError itself, not an exception group."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        settings = settings_for(
+            tmp_path / "spool", http={"enabled": True, "listen_host": "127.0.0.1", "port": port}
+        )
+        running = await start(settings, connected=False)
+        with pytest.raises(PermanentError, match="Cannot listen"):
+            await asyncio.wait_for(running.task, 30)

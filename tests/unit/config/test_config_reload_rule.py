@@ -4,9 +4,15 @@ from __future__ import annotations
 
 import pytest
 import yaml
-from pydantic import ValidationError
 
-from agent.config import AgentSettings, SettingsDiff, diff_settings, load_config, merge_live
+from agent.config import (
+    AgentSettings,
+    InvalidConfigError,
+    SettingsDiff,
+    diff_settings,
+    load_config,
+    merge_live,
+)
 from agent.lifecycle.emitter import Lifecycle
 from agent.lifecycle.settings import LifecycleSettings
 from agent.reload import Reloader
@@ -78,7 +84,7 @@ def test_merge_live_refuses_a_mix_that_breaks_a_rule_across_options():
     """The live normalized topic equal to the running raw topic is refused, not run."""
     running = _settings(pipeline={"topics": {"raw": "shared"}})
     new = _settings(pipeline={"topics": {"raw": "other", "normalized": "shared"}})
-    with pytest.raises(ValidationError, match="three different topics"):
+    with pytest.raises(InvalidConfigError, match="three different topics"):
         merge_live(running, new, {"pipeline.topics.normalized"})
 
 
@@ -114,3 +120,16 @@ async def test_reload_keeps_reporting_a_pending_restart_change_against_what_runs
     assert effective.lifecycle.topic == "iot.lifecycle"
     events = [e for e in lifecycle._pending if e.kind == "config_applied"]
     assert [e.restart_required_fields for e in events] == [["lifecycle.topic"]] * 2
+
+
+async def test_reload_whose_live_part_clashes_with_running_values_applies_nothing():
+    """Live normalized topic = the running (restart-only) lifecycle topic: nothing applied."""
+    reloader, target, lifecycle = _reloader(_settings(lifecycle={"topic": "life"}))
+    text = yaml.safe_dump(
+        {**BASE, "lifecycle": {"topic": "life2"}, "pipeline": {"topics": {"normalized": "life"}}}
+    )
+    assert await reloader.apply_text(text, "test")
+    assert target.applied == []
+    assert reloader.running.pipeline.topics.normalized == "iot.telemetry.normalized"
+    (event,) = [e for e in lifecycle._pending if e.kind == "config_applied"]
+    assert event.restart_required_fields == ["lifecycle.topic", "pipeline.topics.normalized"]
