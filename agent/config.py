@@ -134,8 +134,9 @@ class AgentSettings(BaseSettings):
         min_length=1,
         max_length=256,
         description=(
-            "Identifies this gateway in every record header and lifecycle event. "
-            "Default: the host name."
+            "Identifies this gateway in every record header and lifecycle event, and names "
+            "the MQTT client (edge-agent-<gateway_id>). Printable characters only, no white "
+            "space at either end. Default: the host name."
         ),
         json_schema_extra={"reload": "restart"},
     )
