@@ -15,11 +15,12 @@ Shutdown (the caller's ``shutdown_trigger`` completes, e.g. on SIGTERM):
 4. the ``agent_stopped`` event is spooled (and sent, if time is left), the producer flushed and
    closed, the spool closed.
 
-The whole shutdown is bounded: from the trigger to :meth:`Agent.run` returning takes at most
-``drain_timeout_secs + SHUTDOWN_MARGIN_SECS``, whatever Kafka and the disk do. Steps 1-3 share
-the drain deadline; the lifecycle flushes get a short slice each (events they cannot store in
-it are dropped, counted and logged); the producer's close gets what is left of the margin
-minus :data:`SPOOL_CLOSE_SECS` for the spool. systemd's ``TimeoutStopSec`` and the chart's
+The whole shutdown is bounded: from the trigger to the process's exit takes at most
+``drain_timeout_secs + SHUTDOWN_MARGIN_SECS``, whatever Kafka and the disk do (:meth:`Agent.run`
+returns :data:`EXIT_RESERVE_SECS` earlier, leaving the interpreter time to exit). Steps 1-3
+share the drain deadline; the lifecycle flushes get a short slice each (events they cannot store
+in it are dropped, counted and logged); the producer's close gets what is left minus
+:data:`SPOOL_CLOSE_SECS` for the spool. systemd's ``TimeoutStopSec`` and the chart's
 ``terminationGracePeriodSeconds`` are checked against this bound (``tests/unit/deploy``).
 
 Disk trouble never ends the agent: the periodic loops (expiry, presence, observer, lifecycle)
@@ -75,7 +76,9 @@ FINAL_EVENT_GRACE_SECS = 2.0
 """After a complete drain, how long the ``agent_stopped`` event may take to reach Kafka."""
 NOTIFY_EXTEND_SECS = 10.0
 SHUTDOWN_MARGIN_SECS = 5.0
-"""Shutdown takes at most ``drain_timeout_secs`` plus this (lifecycle flushes, closing)."""
+"""From SIGTERM to the process's exit takes at most ``drain_timeout_secs`` plus this."""
+EXIT_RESERVE_SECS = 1.0
+"""Of the margin, what is kept for the process to exit after :meth:`Agent.run` returned."""
 LIFECYCLE_FLUSH_SECS = 1.0
 """Longest a lifecycle flush may wait for the spool during shutdown."""
 SPOOL_CLOSE_SECS = 1.0
@@ -114,7 +117,7 @@ class _Budget:
     def __init__(self, drain_secs: float) -> None:
         now = time.monotonic()
         self._drain_at = now + drain_secs
-        self._end_at = self._drain_at + SHUTDOWN_MARGIN_SECS
+        self._end_at = self._drain_at + SHUTDOWN_MARGIN_SECS - EXIT_RESERVE_SECS
 
     def drain_left(self) -> float:
         """Seconds until the drain deadline (0 once passed)."""

@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from agent import app as app_module
-from agent.app import SHUTDOWN_MARGIN_SECS
+from agent.app import EXIT_RESERVE_SECS, SHUTDOWN_MARGIN_SECS
 from agent.cli import EX_CONFIG, main
 from agent.config import InvalidConfigError, load_config
 from agent.errors import PermanentError, RetryableError
@@ -88,7 +88,7 @@ async def test_agent_shutdown_with_kafka_stalled_ends_within_the_drain_budget(st
 
     assert code == 0
     assert not running.agent.drained
-    assert elapsed <= settings.drain_timeout_secs + SHUTDOWN_MARGIN_SECS + 0.5
+    assert elapsed <= settings.drain_timeout_secs + SHUTDOWN_MARGIN_SECS - EXIT_RESERVE_SECS + 0.5
     async with Spool(settings.spool) as spool:  # the unsent readings are still on disk
         blocks = await spool.read(None, 100)
     left = [r for b in blocks for r in b.records if r.topic == NORMALIZED]
@@ -116,7 +116,7 @@ async def test_agent_shutdown_with_full_blocking_spool_drops_lifecycle_events_in
     code, elapsed = await running.stop()
 
     assert code == 0
-    assert elapsed <= settings.drain_timeout_secs + SHUTDOWN_MARGIN_SECS + 0.5
+    assert elapsed <= settings.drain_timeout_secs + SHUTDOWN_MARGIN_SECS - EXIT_RESERVE_SECS + 0.5
     lifecycle = running.agent.lifecycle
     assert lifecycle.dropped[LifecycleDropReason.SHUTDOWN_DEADLINE] >= 1
     assert lifecycle.pending == 0
