@@ -249,9 +249,15 @@ class Agent:
         ``effective`` is the running configuration with only the changed live options
         replaced (:func:`agent.config.merge_live`), so handing a whole section to a component
         cannot apply a restart-only option: those still have their running values here.
+
+        Raises:
+            AgentError: The spool could not take its new limits (nothing was applied).
         """
         new = effective
         sections = {path.split(".", 1)[0] for path in diff.live}
+        if "spool" in sections:  # first: the one step that can fail (disk), before any other
+            await self.spool.update_limits(new.spool)
+            self.observer.replace_settings(new.lifecycle, new.spool.overflow_policy)
         if "pipeline" in sections:
             self.ingest.replace_pipeline(Pipeline(new.pipeline, self.settings.gateway_id))
             topics = new.pipeline.topics
@@ -267,9 +273,6 @@ class Agent:
             self.presence.replace_settings(new.lifecycle)
             self.observer.replace_settings(new.lifecycle, new.spool.overflow_policy)
             self.sink.track_topics((new.lifecycle.topic,))
-        if "spool" in sections:
-            await self.spool.update_limits(new.spool)
-            self.observer.replace_settings(new.lifecycle, new.spool.overflow_policy)
         if "log_level" in sections:
             logging.getLogger().setLevel(new.log_level)
         if "ingest" in sections:

@@ -30,7 +30,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Final, Protocol
 
 from agent.config import config_hash, diff_settings, load_config, merge_live
-from agent.errors import ConfigError
+from agent.errors import AgentError, ConfigError
 from agent.lifecycle import events as ev
 
 if TYPE_CHECKING:
@@ -56,7 +56,9 @@ class LiveTarget(Protocol):
         """Run with ``effective`` from now on; ``diff.live`` lists the options that changed.
 
         ``effective`` differs from the running settings only in live options
-        (``diff.restart`` is empty): a component may take a whole section from it.
+        (``diff.restart`` is empty): a component may take a whole section from it. Raise an
+        :class:`~agent.errors.AgentError` only before anything was applied: the reload is then
+        rejected and the running configuration kept.
         """
         ...
 
@@ -128,7 +130,11 @@ class Reloader:
             pending = sorted(wanted.changed - applied.live)
             previous_hash = config_hash(self.current)
             if applied:
-                await self._target.apply_live(effective, applied)
+                try:
+                    await self._target.apply_live(effective, applied)
+                except AgentError as exc:  # e.g. the disk refused; nothing was applied
+                    self._reject(source, content_hash, f"it could not be applied: {exc}")
+                    return False
             self.current = new
             self.running = effective
             self.generation += 1

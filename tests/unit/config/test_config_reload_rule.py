@@ -13,6 +13,7 @@ from agent.config import (
     load_config,
     merge_live,
 )
+from agent.errors import RetryableError
 from agent.lifecycle.emitter import Lifecycle
 from agent.lifecycle.settings import LifecycleSettings
 from agent.reload import Reloader
@@ -133,3 +134,22 @@ async def test_reload_whose_live_part_clashes_with_running_values_applies_nothin
     assert reloader.running.pipeline.topics.normalized == "iot.telemetry.normalized"
     (event,) = [e for e in lifecycle._pending if e.kind == "config_applied"]
     assert event.restart_required_fields == ["lifecycle.topic", "pipeline.topics.normalized"]
+
+
+async def test_reload_that_cannot_be_applied_is_rejected_and_the_running_one_kept():
+    """apply_live failing (the disk refused) rejects the reload: config_rejected, nothing kept."""
+    reloader, target, lifecycle = _reloader(_settings())
+    before = reloader.running
+
+    async def refuse(_effective: AgentSettings, _diff: SettingsDiff) -> None:
+        raise RetryableError("database or disk is full")
+
+    target.apply_live = refuse  # type: ignore[method-assign]
+    text = yaml.safe_dump({**BASE, "spool": {"directory": "unused-spool", "max_size_bytes": 9999}})
+    assert not await reloader.apply_text(text, "test")
+    assert reloader.running is before
+    assert reloader.current is before
+    assert reloader.generation == 1
+    (event,) = list(lifecycle._pending)
+    assert event.kind == "config_rejected"
+    assert "disk is full" in event.error
