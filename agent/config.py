@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar
 from pydantic import AfterValidator, BaseModel, Field, ValidationError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from agent._config.checks import control_character, is_host
 from agent._config.problems import (
     DEFAULT,
     ConfigProblem,
@@ -282,6 +283,9 @@ def usability_problems(
 
     - A number that is infinite or NaN: durations and rates become sleeps, timers and
       millisecond integers, where infinity crashes or hangs (``int(inf)``), so none is allowed.
+    - A control character in any text or path option (secrets aside): a NUL in a path makes
+      every start fail, brokers refuse them in client ids, user names and topic filters.
+    - ``mqtt.host`` that is neither an IP address nor a host name: it never resolves.
     - ``lifecycle.topic`` equal to one of ``pipeline.topics``: lifecycle events would be mixed
       into telemetry (and counted as telemetry in the metrics).
 
@@ -304,6 +308,15 @@ def usability_problems(
         value = value_at(settings, option.path)
         if isinstance(value, float) and not math.isfinite(value):
             problem(option.path, "must be a finite number (infinity and NaN are not allowed)")
+        elif not option.secret and (char := control_character(value)) is not None:
+            problem(
+                option.path,
+                f"contains the control character {char!r}; names, topics, filters and paths "
+                "must be printable (a NUL in a path fails every start, a broker refuses them "
+                "in client ids and topic filters)",
+            )
+    if not is_host(settings.mqtt.host):
+        problem("mqtt.host", "is neither an IP address nor a host name")
     topics = settings.pipeline.topics
     if settings.lifecycle.topic in {topics.normalized, topics.raw, topics.dlq}:
         problem(

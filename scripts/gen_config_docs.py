@@ -94,8 +94,10 @@ Unknown options are refused in every source and at every level, with the closest
 
 Beyond each option's own type and range, a configuration is refused at load when it would break
 the agent later: a number that is infinite or NaN (every duration and rate must be finite), a
-`lifecycle.topic` that is also one of `pipeline.topics`, a `gateway_id` with a control or
-invisible character, and an `http.listen_host` that is neither an IP address nor a host name.
+control character in any name, topic, filter or path (a NUL in a path fails every start), a
+`gateway_id` with an invisible character or white space at either end, an `mqtt.host` or
+`http.listen_host` that is neither an IP address nor a host name, and a `lifecycle.topic` that is
+also one of `pipeline.topics`.
 
 `check-config --format json` prints the same as JSON for machines:
 `{"valid": true, "config_hash", "config", "sources"}` or `{"valid": false, "errors": [...]}`.

@@ -2,28 +2,20 @@
 
 from __future__ import annotations
 
-import ipaddress
-import re
 from typing import Annotated
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-_HOST_NAME = re.compile(
-    r"(?=.{1,253}\.?$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
-    r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?"
-)
+from agent._config.checks import is_host
 
 
 def _listen_host(host: str) -> str:
     """An IP address or a DNS host name, so listening does not fail at every start."""
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        if not _HOST_NAME.fullmatch(host):
-            raise ValueError(
-                f"{host!r} is neither an IP address nor a host name; use e.g. 0.0.0.0 (every "
-                "interface), 127.0.0.1 (this gateway only) or :: (IPv6)"
-            ) from None
+    if not is_host(host):
+        raise ValueError(
+            f"{host!r} is neither an IP address nor a host name; use e.g. 0.0.0.0 (every "
+            "interface), 127.0.0.1 (this gateway only) or :: (IPv6)"
+        )
     return host
 
 

@@ -70,3 +70,26 @@ def test_config_check_reports_a_control_character_in_the_file_instead_of_crashin
     config.write_text('gateway_id: "gw\x01x"\n')
     assert main(["check-config", str(config)]) == EX_CONFIG
     assert "is not valid YAML" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("path", "value"),
+    [
+        ("spool.directory", "/var/lib/edge-agent/sp\x00ol"),
+        ("mqtt.client_id", "edge\x01agent"),
+        ("mqtt.username", "agent\n"),
+        ("kafka.client_id", "edge\x7fagent"),
+        ("remote_config.directory", "/etc/edge-agent\x00"),
+    ],
+)
+def test_config_refuses_a_control_character_in_a_name_or_path(path, value):
+    """A NUL in a path fails every start; brokers refuse control characters in names."""
+    problem = _problem(**{path: value})
+    assert problem.path == path
+    assert "control character" in problem.message
+
+
+def test_config_refuses_an_mqtt_host_that_cannot_resolve():
+    """mqtt.host must be an IP address or a host name: 'bad host' would be retried forever."""
+    problem = _problem(**{"mqtt.host": "bad host"})
+    assert problem.path == "mqtt.host"
