@@ -298,6 +298,9 @@ class Metrics:
             self._forwarded.labels(topic_kind=kind.value)
         for result in ReloadResult:
             self._config_reloads.labels(result=result.value)
+        self._preinitialise_lifecycle()
+
+    def _preinitialise_lifecycle(self) -> None:
         for event_kind in LIFECYCLE_KINDS:
             self._lifecycle.labels(kind=event_kind)
             self._lifecycle_suppressed.labels(kind=event_kind)
