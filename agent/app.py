@@ -224,7 +224,7 @@ class Agent:
             self.watchdog,
             Readiness(self._readiness_checks, required={"mqtt_subscribed", "spool_writable"}),
         )
-        self.metrics.on_render(lambda: self.metrics.set_spool(self.spool.stats()))
+        self.metrics.on_render(self._render_spool)
         self.metrics.on_render(lambda: self.metrics.set_mqtt_source(self.source.stats()))
         self.metrics.on_render(lambda: self.metrics.set_devices_online(self.presence.online_count))
         self.reloader = Reloader(settings, self, self.lifecycle, self.metrics, overrides=overrides)
@@ -233,6 +233,7 @@ class Agent:
         self._restart = asyncio.Event()
         self._subscribed = asyncio.Event()
         self.drained = False
+        self._spool_open = False
 
     # ------------------------------------------------------------------ reload
     def request_reload(self) -> None:
@@ -291,10 +292,14 @@ class Agent:
             self.notifier.ready("Forwarding.")
 
     # ------------------------------------------------------------------ observer hooks
+    def _render_spool(self) -> None:
+        if self._spool_open:
+            self.metrics.set_spool(self.spool.stats())
+
     def _readiness_checks(self) -> Mapping[str, bool]:
         return {
             "mqtt_subscribed": self.observer.mqtt_subscribed,
-            "spool_writable": self.ingest.spool_writable,
+            "spool_writable": self._spool_open and self.ingest.spool_writable,
             "uplink_up": self.sink.uplink.up,
         }
 
@@ -334,10 +339,23 @@ class Agent:
         """
         shutdown = asyncio.ensure_future(shutdown_trigger)
         try:
-            if not await self._open_spool(shutdown):
-                self.notifier.close()
-                return 0
-            return await self._run_open(shutdown)
+            # Health, metrics and the systemd watchdog run from the start, so an agent waiting
+            # for its disk is seen alive (not ready) instead of being killed by a probe.
+            async with asyncio.TaskGroup() as tg:
+                early = [
+                    tg.create_task(self.watchdog.run(), name="loop-watchdog"),
+                    tg.create_task(self.notifier.watchdog(), name="systemd-watchdog"),
+                ]
+                if self.settings.http.enabled:
+                    early.append(tg.create_task(self.http.run(), name="http"))
+                try:
+                    if not await self._open_spool(shutdown):
+                        return 0
+                    self._spool_open = True
+                    return await self._run_open(shutdown, early)
+                finally:
+                    for task in early:
+                        task.cancel()
         except BaseExceptionGroup as group:
             errors = _leaves(group)
             if errors and all(isinstance(e, AgentError) for e in errors):
@@ -345,6 +363,7 @@ class Agent:
             raise
         finally:
             shutdown.cancel()
+            self.notifier.close()
 
     async def _open_spool(self, shutdown: asyncio.Future[object]) -> bool:
         """Open the spool, retrying transient failures; False when shutdown came first."""
@@ -377,7 +396,10 @@ class Agent:
                     _log.warning("Spool opened.", extra={"attempts": backoff.attempts + 1})
                 return True
 
-    async def _run_open(self, shutdown: asyncio.Future[object]) -> int:
+    async def _run_open(
+        self, shutdown: asyncio.Future[object], early: list[asyncio.Task[None]]
+    ) -> int:
+        """Run with the spool open; ``early`` (health, watchdogs) stop with the background."""
         backlog = self.spool.stats()
         self.lifecycle.emit(
             ev.AgentStarted(
@@ -402,8 +424,7 @@ class Agent:
                     self.lifecycle.run(self.counting_spool), name="lifecycle"
                 )
                 background = [
-                    tg.create_task(self.watchdog.run(), name="loop-watchdog"),
-                    tg.create_task(self.notifier.watchdog(), name="systemd-watchdog"),
+                    *early,
                     tg.create_task(self._notify_ready(), name="systemd-ready"),
                     tg.create_task(self.forwarder.run(), name="forwarder"),
                     tg.create_task(
@@ -415,8 +436,6 @@ class Agent:
                     tg.create_task(self._expire_forever(), name="spool-expiry"),
                     tg.create_task(self._report_forever(), name="progress-report"),
                 ]
-                if self.settings.http.enabled:
-                    background.append(tg.create_task(self.http.run(), name="http"))
                 background.append(tg.create_task(self._reload_on_signal(), name="sighup-reload"))
                 if self.remote_source is not None:
                     background.append(
@@ -461,7 +480,6 @@ class Agent:
                 await self.spool.close()
         except TimeoutError:
             _log.warning("The spool did not close in time; the exit releases it.")
-        self.notifier.close()
 
     async def _notify_ready(self) -> None:
         """READY=1 once subscribed; until then keep systemd's start timeout from expiring."""

@@ -282,3 +282,36 @@ async def test_agent_component_failing_for_good_raises_its_own_error(start, tmp_
         running = await start(settings, connected=False)
         with pytest.raises(PermanentError, match="Cannot listen"):
             await asyncio.wait_for(running.task, 30)
+
+
+async def _get(port: int, path: str) -> tuple[int, dict]:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+    await writer.drain()
+    response = await reader.read()
+    writer.close()
+    head, _, body = response.partition(b"\r\n\r\n")
+    return int(head.split()[1]), json.loads(body)
+
+
+async def test_agent_waiting_for_its_disk_is_alive_but_not_ready(start, tmp_path, monkeypatch):
+    """While the spool cannot open, /healthz says alive and /readyz not ready: no probe kills it."""
+    monkeypatch.setattr(app_module, "OPEN_RETRY_INITIAL_SECS", 0.01)
+    monkeypatch.setattr(app_module, "OPEN_RETRY_MAX_SECS", 0.02)
+
+    async def never_opens(_self: Spool) -> None:
+        raise RetryableError("database or disk is full")
+
+    monkeypatch.setattr(Spool, "open", never_opens)
+    settings = settings_for(
+        tmp_path / "spool", http={"enabled": True, "listen_host": "127.0.0.1", "port": 0}
+    )
+    running = await start(settings, connected=False)
+    port = await asyncio.wait_for(running.agent.http.wait_listening(), 10)
+    status, _ = await _get(port, "/healthz")
+    assert status == 200
+    status, report = await _get(port, "/readyz")
+    assert status == 503
+    assert report["checks"]["spool_writable"] is False
+    code, _ = await running.stop()
+    assert code == 0

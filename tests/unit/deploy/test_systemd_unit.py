@@ -236,6 +236,8 @@ def _smoke(tmp_path: Path, *, sandboxed: bool) -> dict[str, object]:
                 "mqtt": {"host": "localhost", "port": 1, "reconnect_max_secs": 1},
                 "kafka": {"bootstrap_servers": "localhost:2"},
                 "spool": {"directory": str(config / "spool")},
+                # Port 0: the default 9810 may be taken by another agent on this machine.
+                "http": {"listen_host": "127.0.0.1", "port": 0},
             }
         )
     )
