@@ -59,6 +59,11 @@ class FakeMqttSource:
     def connected(self) -> bool:
         return self._running.is_set()
 
+    @property
+    def confirmed_acks(self) -> tuple[int, int]:
+        """``(connection, n)``: every PUBACK counts as processed at once (read by ingest)."""
+        return (1, len(self.acked)) if self.connected else (0, 0)
+
     def stats(self) -> MqttSourceStats:
         return MqttSourceStats(
             connected=self.connected,
