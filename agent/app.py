@@ -14,6 +14,19 @@ Shutdown (the caller's ``shutdown_trigger`` completes, e.g. on SIGTERM):
    (what is left stays in the spool for the next start: nothing is lost either way);
 4. the ``agent_stopped`` event is spooled (and sent, if time is left), the producer flushed and
    closed, the spool closed.
+
+The whole shutdown is bounded: from the trigger to the process's exit takes at most
+``drain_timeout_secs + SHUTDOWN_MARGIN_SECS``, whatever Kafka and the disk do (:meth:`Agent.run`
+returns :data:`EXIT_RESERVE_SECS` earlier, leaving the interpreter time to exit). Steps 1-3
+share the drain deadline; the lifecycle flushes get a short slice each (events they cannot store
+in it are dropped, counted and logged); the producer's close gets what is left minus
+:data:`SPOOL_CLOSE_SECS` for the spool. systemd's ``TimeoutStopSec`` and the chart's
+``terminationGracePeriodSeconds`` are checked against this bound (``tests/unit/deploy``).
+
+Disk trouble never ends the agent: the periodic loops (expiry, presence, observer, lifecycle)
+retry :class:`~agent.errors.RetryableError` with jittered back-off, and at start a spool that
+cannot be opened for a transient reason (disk full, lock held) is retried, with the reason in
+the log and the systemd status, until it opens or shutdown is requested.
 """
 
 from __future__ import annotations
@@ -25,11 +38,13 @@ import time
 from typing import TYPE_CHECKING, Literal
 
 from agent import __version__
+from agent._backoff import Backoff
 from agent.config import config_hash
+from agent.errors import AgentError, RetryableError
 from agent.forwarder import Forwarder
 from agent.ingest import Ingest, MessageQueue
 from agent.lifecycle import events as ev
-from agent.lifecycle.emitter import Lifecycle
+from agent.lifecycle.emitter import Lifecycle, LifecycleDropReason
 from agent.lifecycle.observer import Observer
 from agent.lifecycle.presence import Presence
 from agent.pipeline import Pipeline
@@ -42,7 +57,7 @@ from agent.spool import Spool
 from agent.telemetry import HttpServer, LoopWatchdog, Metrics, Notifier, Readiness
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Iterable, Mapping, Sequence
+    from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
     from pathlib import Path
     from typing import Any
 
@@ -56,8 +71,21 @@ if TYPE_CHECKING:
 _log = logging.getLogger(__name__)
 
 EXPIRY_INTERVAL_SECS = 60.0
+"""How often the spool drops blocks older than ``spool.max_age_secs``."""
 FINAL_EVENT_GRACE_SECS = 2.0
+"""After a complete drain, how long the ``agent_stopped`` event may take to reach Kafka."""
 NOTIFY_EXTEND_SECS = 10.0
+SHUTDOWN_MARGIN_SECS = 5.0
+"""From SIGTERM to the process's exit takes at most ``drain_timeout_secs`` plus this."""
+EXIT_RESERVE_SECS = 1.0
+"""Of the margin, what is kept for the process to exit after :meth:`Agent.run` returned."""
+LIFECYCLE_FLUSH_SECS = 1.0
+"""Longest a lifecycle flush may wait for the spool during shutdown."""
+SPOOL_CLOSE_SECS = 1.0
+"""Part of the margin kept for closing the spool."""
+OPEN_RETRY_INITIAL_SECS = 1.0
+OPEN_RETRY_MAX_SECS = 30.0
+"""Back-off between attempts to open a spool that refused for a transient reason."""
 
 
 def _payload_limit(pipeline: PipelineSettings) -> PayloadLimit:
@@ -98,15 +126,39 @@ class CountingSpool:
         return self._spool.journal()
 
 
+class _Budget:
+    """The shutdown's two deadlines on the monotonic clock: the drain's, and the hard end."""
+
+    def __init__(self, drain_secs: float) -> None:
+        now = time.monotonic()
+        self._drain_at = now + drain_secs
+        self._end_at = self._drain_at + SHUTDOWN_MARGIN_SECS - EXIT_RESERVE_SECS
+
+    def drain_left(self) -> float:
+        """Seconds until the drain deadline (0 once passed)."""
+        return max(0.0, self._drain_at - time.monotonic())
+
+    def left(self, *, keep_secs: float = 0.0) -> float:
+        """Seconds until the hard end, minus ``keep_secs`` kept for later steps (0 at least)."""
+        return max(0.0, self._end_at - time.monotonic() - keep_secs)
+
+    def slice(self, want_secs: float, *, keep_secs: float) -> float:
+        """At most ``want_secs``, and never what the later steps need."""
+        return min(want_secs, self.left(keep_secs=keep_secs))
+
+
 class Agent:
     """One running agent; :meth:`run` returns the process exit code."""
 
-    def __init__(
+    def __init__(  # noqa: PLR0913 - the edges tests replace, each keyword-only with a default
         self,
         settings: AgentSettings,
         *,
         config_path: Path | None = None,
         overrides: Mapping[str, Any] | Iterable[Override] | None = None,
+        source_factory: Callable[..., MqttSource] = MqttSource,
+        sink_factory: Callable[..., KafkaSink] = KafkaSink,
+        notifier: Notifier | None = None,
     ) -> None:
         """Build every component from ``settings``; nothing starts before :meth:`run`.
 
@@ -114,6 +166,12 @@ class Agent:
             settings: The validated configuration.
             config_path: The file it was read from: SIGHUP re-reads it.
             overrides: The CLI flags it was loaded with: they also win over reloaded configs.
+            source_factory: Builds the MQTT source; called like :class:`MqttSource` (the
+                settings, then ``default_client_id`` and ``on_event`` by keyword). Tests pass
+                a fake broker here.
+            sink_factory: Builds the Kafka sink; called like :class:`KafkaSink` (the settings,
+                then ``topics`` and ``on_uplink`` by keyword). Tests pass a fake Kafka here.
+            notifier: Talks to systemd; default :meth:`Notifier.from_env`.
         """
         self.settings = settings
         self.config_path = config_path
@@ -126,9 +184,12 @@ class Agent:
             lifecycle=settings.lifecycle.topic,
         )
         self.metrics.set_config_generation(1)
-        self.notifier = Notifier.from_env()
+        self.notifier = Notifier.from_env() if notifier is None else notifier
         self.lifecycle = Lifecycle(
-            settings.lifecycle, settings.gateway_id, on_counted=self.metrics.lifecycle_counted
+            settings.lifecycle,
+            settings.gateway_id,
+            on_counted=self.metrics.lifecycle_counted,
+            on_dropped=self._on_lifecycle_dropped,
         )
         self.spool = Spool(settings.spool, on_event=self._on_spool_event)
         self.counting_spool = CountingSpool(self.spool, self.metrics)
@@ -140,12 +201,12 @@ class Agent:
             overflow_policy=settings.spool.overflow_policy,
         )
         self.presence = Presence(settings.lifecycle, self.lifecycle)
-        self.sink = KafkaSink(
+        self.sink = sink_factory(
             settings.kafka,
             topics=(topics.normalized, topics.raw, topics.dlq, settings.lifecycle.topic),
             on_uplink=self._on_uplink,
         )
-        self.source = MqttSource(
+        self.source = source_factory(
             _with_last_will_topics(settings.mqtt, settings.lifecycle.last_will_topics),
             default_client_id=f"edge-agent-{settings.gateway_id}",
             on_event=self._on_mqtt_event,
@@ -180,7 +241,7 @@ class Agent:
             self.watchdog,
             Readiness(self._readiness_checks, required={"mqtt_subscribed", "spool_writable"}),
         )
-        self.metrics.on_render(lambda: self.metrics.set_spool(self.spool.stats()))
+        self.metrics.on_render(self._render_spool)
         self.metrics.on_render(lambda: self.metrics.set_mqtt_source(self.source.stats()))
         self.metrics.on_render(lambda: self.metrics.set_devices_online(self.presence.online_count))
         self.reloader = Reloader(settings, self, self.lifecycle, self.metrics, overrides=overrides)
@@ -189,6 +250,7 @@ class Agent:
         self._restart = asyncio.Event()
         self._subscribed = asyncio.Event()
         self.drained = False
+        self._spool_open = False
 
     # ------------------------------------------------------------------ reload
     def request_reload(self) -> None:
@@ -199,9 +261,21 @@ class Agent:
         """Drain and exit with EXIT_RESTART (a restart-only change arrived)."""
         self._restart.set()
 
-    async def apply_live(self, new: AgentSettings, diff: SettingsDiff) -> None:
-        """Swap in the live parts of ``new``; restart-only fields keep their running values."""
+    async def apply_live(self, effective: AgentSettings, diff: SettingsDiff) -> None:
+        """Run with ``effective`` from now on (see :meth:`Reloader.apply_text`).
+
+        ``effective`` is the running configuration with only the changed live options
+        replaced (:func:`agent.config.merge_live`), so handing a whole section to a component
+        cannot apply a restart-only option: those still have their running values here.
+
+        Raises:
+            AgentError: The spool could not take its new limits (nothing was applied).
+        """
+        new = effective
         sections = {path.split(".", 1)[0] for path in diff.live}
+        if "spool" in sections:  # first: the one step that can fail (disk), before any other
+            await self.spool.update_limits(new.spool)
+            self.observer.replace_settings(new.lifecycle, new.spool.overflow_policy)
         if "pipeline" in sections:
             self.ingest.replace_pipeline(Pipeline(new.pipeline, self.settings.gateway_id))
             self.source.payload_limit = _payload_limit(new.pipeline)
@@ -219,13 +293,11 @@ class Agent:
             self.presence.replace_settings(new.lifecycle)
             self.observer.replace_settings(new.lifecycle, new.spool.overflow_policy)
             self.sink.track_topics((new.lifecycle.topic,))
-        if "spool" in sections:
-            await self.spool.update_limits(new.spool)
-            self.observer.replace_settings(new.lifecycle, new.spool.overflow_policy)
         if "log_level" in sections:
             logging.getLogger().setLevel(new.log_level)
         if "ingest" in sections:
             self.ingest.replace_settings(new.ingest)
+        self.settings = new
 
     async def _reload_on_signal(self) -> None:
         while True:
@@ -239,10 +311,14 @@ class Agent:
             self.notifier.ready("Forwarding.")
 
     # ------------------------------------------------------------------ observer hooks
+    def _render_spool(self) -> None:
+        if self._spool_open:
+            self.metrics.set_spool(self.spool.stats())
+
     def _readiness_checks(self) -> Mapping[str, bool]:
         return {
             "mqtt_subscribed": self.observer.mqtt_subscribed,
-            "spool_writable": self.ingest.spool_writable,
+            "spool_writable": self._spool_open and self.ingest.spool_writable,
             "uplink_up": self.sink.uplink.up,
         }
 
@@ -264,6 +340,9 @@ class Agent:
         elif isinstance(event, MqttDisconnected):
             self.metrics.set_mqtt_connected(connected=False)
         self.observer.on_mqtt(event)
+
+    def _on_lifecycle_dropped(self, reason: LifecycleDropReason, events: int) -> None:
+        self.metrics.lifecycle_dropped(reason, events)
 
     def _on_delivered(self, block: SpoolBlock, latency_secs: float) -> None:
         self.metrics.block_delivered(block, latency_secs)
@@ -294,8 +373,76 @@ class Agent:
         )
 
     async def run(self, shutdown_trigger: Awaitable[object]) -> int:
-        """Run until ``shutdown_trigger`` completes, then drain; return the exit code."""
-        await self.spool.open()
+        """Run until ``shutdown_trigger`` completes, then drain; return the exit code.
+
+        Raises:
+            PermanentError: The spool cannot be opened (damaged, or already open here), or a
+                component failed for good (e.g. the HTTP port is taken); the first such error
+                is raised by itself, not inside an exception group.
+        """
+        shutdown = asyncio.ensure_future(shutdown_trigger)
+        try:
+            # Health, metrics and the systemd watchdog run from the start, so an agent waiting
+            # for its disk is seen alive (not ready) instead of being killed by a probe.
+            async with asyncio.TaskGroup() as tg:
+                early = [
+                    tg.create_task(self.watchdog.run(), name="loop-watchdog"),
+                    tg.create_task(self.notifier.watchdog(), name="systemd-watchdog"),
+                ]
+                if self.settings.http.enabled:
+                    early.append(tg.create_task(self.http.run(), name="http"))
+                try:
+                    if not await self._open_spool(shutdown):
+                        return 0
+                    self._spool_open = True
+                    return await self._run_open(shutdown, early)
+                finally:
+                    for task in early:
+                        task.cancel()
+        except BaseExceptionGroup as group:
+            errors = _leaves(group)
+            if errors and all(isinstance(e, AgentError) for e in errors):
+                raise errors[0] from group
+            raise
+        finally:
+            shutdown.cancel()
+            self.notifier.close()
+
+    async def _open_spool(self, shutdown: asyncio.Future[object]) -> bool:
+        """Open the spool, retrying transient failures; False when shutdown came first."""
+        backoff = Backoff(OPEN_RETRY_INITIAL_SECS, OPEN_RETRY_MAX_SECS)
+        while True:
+            try:
+                await self.spool.open()
+            except RetryableError as exc:
+                delay = backoff.next_delay()
+                _log.error(
+                    "Cannot open the spool; retrying. Free disk space or stop the other "
+                    "process using the spool directory.",
+                    extra={
+                        "error": str(exc),
+                        "spool_directory": str(self.settings.spool.directory),
+                        "retry_in_secs": round(delay, 1),
+                        "attempt": backoff.attempts,
+                    },
+                )
+                self.notifier.status(f"Cannot open the spool ({exc}); retrying.")
+                self.notifier.extend_timeout(int((delay + NOTIFY_EXTEND_SECS) * 1_000_000))
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(delay):
+                        await asyncio.shield(shutdown)
+                if shutdown.done():
+                    _log.info("Shutdown requested before the spool could be opened.")
+                    return False
+            else:
+                if backoff.attempts:
+                    _log.warning("Spool opened.", extra={"attempts": backoff.attempts + 1})
+                return True
+
+    async def _run_open(
+        self, shutdown: asyncio.Future[object], early: list[asyncio.Task[None]]
+    ) -> int:
+        """Run with the spool open; ``early`` (health, watchdogs) stop with the background."""
         backlog = self.spool.stats()
         self.lifecycle.emit(
             ev.AgentStarted(
@@ -309,6 +456,7 @@ class Agent:
         )
         self.observer.check_disk()
         stop_source = asyncio.Event()
+        budget: _Budget | None = None
         try:
             async with asyncio.TaskGroup() as tg:
                 source = tg.create_task(
@@ -319,8 +467,7 @@ class Agent:
                     self.lifecycle.run(self.counting_spool), name="lifecycle"
                 )
                 background = [
-                    tg.create_task(self.watchdog.run(), name="loop-watchdog"),
-                    tg.create_task(self.notifier.watchdog(), name="systemd-watchdog"),
+                    *early,
                     tg.create_task(self._notify_ready(), name="systemd-ready"),
                     tg.create_task(self.forwarder.run(), name="forwarder"),
                     tg.create_task(
@@ -332,8 +479,6 @@ class Agent:
                     tg.create_task(self._expire_forever(), name="spool-expiry"),
                     tg.create_task(self._report_forever(), name="progress-report"),
                 ]
-                if self.settings.http.enabled:
-                    background.append(tg.create_task(self.http.run(), name="http"))
                 background.append(tg.create_task(self._reload_on_signal(), name="sighup-reload"))
                 if self.remote_source is not None:
                     background.append(
@@ -341,7 +486,8 @@ class Agent:
                             self.remote_source.run(self.reloader.on_snapshot), name="remote-config"
                         )
                     )
-                await _first_of(shutdown_trigger, self._restart.wait())
+                await _first_of(shutdown, self._restart.wait())
+                budget = _Budget(self.settings.drain_timeout_secs)
                 self.notifier.stopping("Draining the spool to Kafka.")
                 self.lifecycle.emit(
                     ev.AgentStopping(
@@ -353,12 +499,30 @@ class Agent:
                     )
                 )
                 stop_source.set()
-                await self._drain(source, ingest, lifecycle, background)
+                await self._drain(budget, source, ingest, lifecycle, background)
         finally:
-            await self.sink.close(timeout_secs=5.0)
-            await self.spool.close()
-            self.notifier.close()
+            await self._close(budget)
         return EXIT_RESTART if self._restart.is_set() else 0
+
+    async def _close(self, budget: _Budget | None) -> None:
+        """Close the producer with what is left of the budget, then the spool."""
+        if budget is None:  # a component failed: nothing was drained, but close in bounds
+            budget = _Budget(0.0)
+        sink_secs = max(0.1, budget.left(keep_secs=SPOOL_CLOSE_SECS))
+        try:
+            async with asyncio.timeout(sink_secs):
+                await self.sink.close(timeout_secs=sink_secs)
+        except TimeoutError:
+            _log.warning(
+                "The Kafka producer did not close in time; abandoning it. What it did not "
+                "confirm stays in the spool.",
+                extra={"timeout_secs": round(sink_secs, 1)},
+            )
+        try:
+            async with asyncio.timeout(max(SPOOL_CLOSE_SECS / 2, budget.left())):
+                await self.spool.close()
+        except TimeoutError:
+            _log.warning("The spool did not close in time; the exit releases it.")
 
     async def _notify_ready(self) -> None:
         """READY=1 once subscribed; until then keep systemd's start timeout from expiring."""
@@ -374,25 +538,30 @@ class Agent:
 
     async def _drain(
         self,
+        budget: _Budget,
         source: asyncio.Task[None],
         ingest: asyncio.Task[None],
         lifecycle: asyncio.Task[None],
         background: list[asyncio.Task[None]],
     ) -> None:
-        deadline = time.monotonic() + self.settings.drain_timeout_secs
+        """Stop the source, commit what is in hand, forward until empty: see the module doc."""
         with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout_at(_loop_time(deadline)):
+            async with asyncio.timeout(budget.drain_left()):
                 await asyncio.shield(source)
         # Whatever the source delivered is in the queue; ingest writes and acks it.
         with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout_at(_loop_time(deadline)):
+            async with asyncio.timeout(budget.drain_left()):
                 await self.queue.join()
         source.cancel()
         ingest.cancel()
         lifecycle.cancel()
         self.observer.report_drops(force=True)
-        await self.lifecycle.flush(self.counting_spool)
-        self.drained = await self._wait_drained(deadline)
+        # An append waiting for space (overflow_policy=block, Kafka down) must not hold the
+        # shutdown: what the flush cannot store in its slice is dropped, counted and logged.
+        closing = LIFECYCLE_FLUSH_SECS + 2 * SPOOL_CLOSE_SECS  # final flush, sink, spool
+        flush_secs = max(budget.drain_left(), budget.slice(LIFECYCLE_FLUSH_SECS, keep_secs=closing))
+        await self.lifecycle.flush(self.counting_spool, timeout_secs=flush_secs)
+        self.drained = await self._wait_drained(budget.drain_left())
         if not self.drained:
             _log.warning(
                 "Drain timeout reached; the rest stays in the spool for the next start.",
@@ -408,24 +577,41 @@ class Agent:
             ),
             force=True,
         )
-        await self.lifecycle.flush(self.counting_spool)
+        closing = 2 * SPOOL_CLOSE_SECS  # sink, spool
+        await self.lifecycle.flush(
+            self.counting_spool,
+            timeout_secs=budget.slice(LIFECYCLE_FLUSH_SECS, keep_secs=closing),
+        )
         if self.drained:  # give the last event a moment to leave too
-            await self._wait_drained(time.monotonic() + FINAL_EVENT_GRACE_SECS)
+            await self._wait_drained(budget.slice(FINAL_EVENT_GRACE_SECS, keep_secs=closing))
         for task in background:
             task.cancel()
 
-    async def _wait_drained(self, deadline: float) -> bool:
+    async def _wait_drained(self, timeout_secs: float) -> bool:
         try:
-            async with asyncio.timeout_at(_loop_time(deadline)):
+            async with asyncio.timeout(timeout_secs):
                 await self.forwarder.wait_drained()
         except TimeoutError:
             return False
         return True
 
     async def _expire_forever(self) -> None:
+        """Drop expired blocks every minute; a disk error is retried, never raised."""
+        backoff = Backoff(min(1.0, EXPIRY_INTERVAL_SECS), EXPIRY_INTERVAL_SECS)
+        delay = EXPIRY_INTERVAL_SECS
         while True:
-            await asyncio.sleep(EXPIRY_INTERVAL_SECS)
-            await self.spool.expire()
+            await asyncio.sleep(delay)
+            try:
+                await self.spool.expire()
+            except RetryableError as exc:
+                delay = backoff.next_delay()
+                _log.warning(
+                    "Cannot drop expired spool blocks; retrying.",
+                    extra={"error": str(exc), "retry_in_secs": round(delay, 1)},
+                )
+            else:
+                backoff.reset()
+                delay = EXPIRY_INTERVAL_SECS
 
     async def _report_forever(self) -> None:
         while True:
@@ -447,6 +633,17 @@ class Agent:
             )
 
 
+def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
+    """Every exception in ``group``, nested groups flattened, in order."""
+    out: list[BaseException] = []
+    for exc in group.exceptions:
+        if isinstance(exc, BaseExceptionGroup):
+            out.extend(_leaves(exc))
+        else:
+            out.append(exc)
+    return out
+
+
 async def _first_of(*awaitables: Awaitable[object]) -> None:
     """Return when the first of ``awaitables`` completes; cancel the rest."""
     tasks = [asyncio.ensure_future(a) for a in awaitables]
@@ -455,9 +652,3 @@ async def _first_of(*awaitables: Awaitable[object]) -> None:
     finally:
         for task in tasks:
             task.cancel()
-
-
-def _loop_time(deadline_monotonic: float) -> float:
-    """Convert a time.monotonic() deadline to the running loop's clock."""
-    loop = asyncio.get_running_loop()
-    return loop.time() + (deadline_monotonic - time.monotonic())

@@ -160,6 +160,7 @@ def _load(args: argparse.Namespace, *, json_errors: bool = False) -> LoadedConfi
 
 def _run(args: argparse.Namespace) -> int:
     from agent.app import Agent  # noqa: PLC0415 - keep `--help` and check-config fast
+    from agent.errors import AgentError, ConfigError  # noqa: PLC0415
     from agent.logs import configure_logging  # noqa: PLC0415
 
     loaded = _load(args)
@@ -176,7 +177,16 @@ def _run(args: argparse.Namespace) -> int:
         asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, agent.request_reload)
         return await agent.run(shutdown.wait())
 
-    return _run_loop(main_task())
+    try:
+        return _run_loop(main_task())
+    except ConfigError as exc:
+        _log.error(
+            "The configuration cannot be used; fix it and start again.", extra={"error": str(exc)}
+        )
+        return EX_CONFIG
+    except AgentError as exc:  # PermanentError: retrying the same start will not help
+        _log.error("The agent cannot run; see the error.", extra={"error": str(exc)})
+        return 1
 
 
 def _install_signal_handlers(shutdown: asyncio.Event) -> None:

@@ -29,16 +29,18 @@ from __future__ import annotations
 import contextvars
 import hashlib
 import json
+import math
 import os
 import socket
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar
 
-from pydantic import Field, ValidationError
+from pydantic import AfterValidator, BaseModel, Field, ValidationError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from agent._config.checks import control_character, is_host
 from agent._config.problems import (
     DEFAULT,
     ConfigProblem,
@@ -61,6 +63,7 @@ from agent.forwarder import ForwarderSettings
 from agent.ingest import IngestSettings
 from agent.lifecycle.settings import LifecycleSettings
 from agent.pipeline import PipelineSettings
+from agent.pipeline._text import MAX_NAME_BYTES, text_problem
 from agent.remote import RemoteConfigSettings
 from agent.sink import KafkaSettings
 from agent.source import MqttSettings
@@ -68,7 +71,6 @@ from agent.spool import SpoolSettings
 from agent.telemetry.settings import HttpSettings
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable
     from pathlib import Path
 
 __all__ = [
@@ -86,11 +88,32 @@ __all__ = [
     "diff_settings",
     "load_config",
     "load_settings",
+    "merge_live",
 ]
+
+_ModelT = TypeVar("_ModelT", bound=BaseModel)
 
 _validating_merged: contextvars.ContextVar[bool] = contextvars.ContextVar(
     "edge_agent_validating_merged", default=False
 )
+
+
+def _gateway_id(value: str) -> str:
+    """A gateway id usable everywhere it goes: Kafka key and header, MQTT client id, logs."""
+    problem = text_problem(value, MAX_NAME_BYTES)
+    if problem is None and value.strip() != value:
+        problem = "starts or ends with white space"
+    if problem is None and not value.isprintable():
+        problem = "contains a character that cannot be printed"
+    if problem is not None:
+        raise ValueError(
+            f"the gateway id {problem}; it goes into every record header, the MQTT client id "
+            "and every log line: use a short printable name such as the host name"
+        )
+    return value
+
+
+GatewayId = Annotated[str, AfterValidator(_gateway_id)]
 
 
 class AgentSettings(BaseSettings):
@@ -107,13 +130,14 @@ class AgentSettings(BaseSettings):
         frozen=True,
     )
 
-    gateway_id: str = Field(
+    gateway_id: GatewayId = Field(
         default_factory=socket.gethostname,
         min_length=1,
         max_length=256,
         description=(
-            "Identifies this gateway in every record header and lifecycle event. "
-            "Default: the host name."
+            "Identifies this gateway in every record header and lifecycle event, and names "
+            "the MQTT client (edge-agent-<gateway_id>). Printable characters only, no white "
+            "space at either end. Default: the host name."
         ),
         json_schema_extra={"reload": "restart"},
     )
@@ -241,6 +265,8 @@ def load_config(
     except ValidationError as exc:
         secrets = secret_values(AgentSettings, merged.data)
         problems.extend(validation_problems(AgentSettings, exc, merged.sources, secrets))
+    else:
+        problems.extend(usability_problems(settings, merged.sources))
     finally:
         _validating_merged.reset(token)
     if problems:
@@ -248,6 +274,56 @@ def load_config(
         # included, and must not travel along as the cause.
         raise InvalidConfigError(problems)
     return LoadedConfig(settings, MappingProxyType(dict(merged.sources)))
+
+
+def usability_problems(
+    settings: AgentSettings, sources: Mapping[str, Source] | None = None
+) -> list[ConfigProblem]:
+    """What passes each option's own check but would break the agent at run time.
+
+    - A number that is infinite or NaN: durations and rates become sleeps, timers and
+      millisecond integers, where infinity crashes or hangs (``int(inf)``), so none is allowed.
+    - A control character in any text or path option (secrets aside): a NUL in a path makes
+      every start fail, brokers refuse them in client ids, user names and topic filters.
+    - ``mqtt.host`` that is neither an IP address nor a host name: it never resolves.
+    - ``lifecycle.topic`` equal to one of ``pipeline.topics``: lifecycle events would be mixed
+      into telemetry (and counted as telemetry in the metrics).
+
+    Args:
+        settings: Settings that passed validation.
+        sources: Option path -> where its value came from, for the messages.
+    """
+    sources = sources or {}
+    problems: list[ConfigProblem] = []
+
+    def problem(path: str, message: str) -> None:
+        value = value_at(settings, path)
+        problems.append(
+            ConfigProblem(
+                message, path=path, value=show(value), source=sources.get(path, DEFAULT).label
+            )
+        )
+
+    for option in options(AgentSettings):
+        value = value_at(settings, option.path)
+        if isinstance(value, float) and not math.isfinite(value):
+            problem(option.path, "must be a finite number (infinity and NaN are not allowed)")
+        elif not option.secret and (char := control_character(value)) is not None:
+            problem(
+                option.path,
+                f"contains the control character {char!r}; names, topics, filters and paths "
+                "must be printable (a NUL in a path fails every start, a broker refuses them "
+                "in client ids and topic filters)",
+            )
+    if not is_host(settings.mqtt.host):
+        problem("mqtt.host", "is neither an IP address nor a host name")
+    topics = settings.pipeline.topics
+    if settings.lifecycle.topic in {topics.normalized, topics.raw, topics.dlq}:
+        problem(
+            "lifecycle.topic",
+            "is also one of pipeline.topics; give lifecycle events a topic of their own",
+        )
+    return problems
 
 
 def load_settings(
@@ -353,6 +429,52 @@ def diff_settings(old: AgentSettings, new: AgentSettings) -> SettingsDiff:
         restart=frozenset(c.path for c in changes if c.reload == "restart"),
         changes=tuple(changes),
     )
+
+
+def merge_live(running: AgentSettings, new: AgentSettings, paths: Iterable[str]) -> AgentSettings:
+    """The settings to run with after a reload: ``running`` with only ``paths`` taken from ``new``.
+
+    This is the one rule of a live reload: pass the live paths of
+    ``diff_settings(running, new)``. Every other option, restart-only ones included, keeps its
+    running value even when it sits in the same section as a live one (changing
+    ``lifecycle.rate_limit_burst`` and ``lifecycle.topic`` together applies the burst only).
+    Each rebuilt section is validated again, so a mix that breaks a rule spanning several
+    options is refused rather than run.
+
+    Raises:
+        InvalidConfigError: The running values and the live ones from ``new`` do not go
+            together (a rule spanning several options).
+    """
+    tree: dict[str, Any] = {}
+    for path in paths:
+        node = tree
+        *parents, name = path.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[name] = None
+    if not tree:
+        return running
+    try:
+        merged = _replaced(running, new, tree)
+    except ValidationError as exc:
+        problems = validation_problems(AgentSettings, exc, {}, ())
+        raise InvalidConfigError(problems) from None
+    problems = usability_problems(merged)
+    if problems:
+        raise InvalidConfigError(problems)
+    return merged
+
+
+def _replaced(running: _ModelT, new: _ModelT, tree: Mapping[str, Any]) -> _ModelT:
+    values = {name: getattr(running, name) for name in type(running).model_fields}
+    for name, below in tree.items():
+        if below is None:
+            values[name] = getattr(new, name)
+        else:
+            values[name] = _replaced(getattr(running, name), getattr(new, name), below)
+    # model_validate, not the constructor: for the settings class the constructor would read
+    # the environment again. Sections given as instances are taken as they are.
+    return type(running).model_validate(values)
 
 
 def config_hash(settings: AgentSettings) -> str:

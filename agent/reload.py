@@ -10,6 +10,13 @@ text < environment < CLI flags — and validated completely before anything chan
   a restart; with ``remote_config.restart_on_restart_only_change`` such changes make the agent
   drain and exit with :data:`EXIT_RESTART` so its supervisor starts it with the new config.
 
+One rule decides what is applied, option by option, from the ``reload`` marker of each field
+(:func:`agent.config.merge_live`): the components get the *running* settings with only the
+changed live options replaced, never a whole new section. Changing ``lifecycle.rate_limit_burst``
+and ``lifecycle.topic`` together applies the burst and reports the topic as pending a restart;
+the topic the agent writes to stays the old one until then. :attr:`Reloader.running` is what
+the components run with, :attr:`Reloader.current` the last configuration accepted.
+
 Applying is atomic for the data path: ingest takes the new pipeline between two groups, so
 every message is processed by exactly one configuration and acknowledged exactly once.
 """
@@ -22,8 +29,8 @@ import logging
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Final, Protocol
 
-from agent.config import config_hash, diff_settings, load_config
-from agent.errors import ConfigError
+from agent.config import config_hash, diff_settings, load_config, merge_live
+from agent.errors import AgentError, ConfigError
 from agent.lifecycle import events as ev
 
 if TYPE_CHECKING:
@@ -45,8 +52,14 @@ EXIT_RESTART: Final = 75
 class LiveTarget(Protocol):
     """What the agent exposes to have live fields applied."""
 
-    async def apply_live(self, new: AgentSettings, diff: SettingsDiff) -> None:
-        """Swap in the live parts of ``new``."""
+    async def apply_live(self, effective: AgentSettings, diff: SettingsDiff) -> None:
+        """Run with ``effective`` from now on; ``diff.live`` lists the options that changed.
+
+        ``effective`` differs from the running settings only in live options
+        (``diff.restart`` is empty): a component may take a whole section from it. Raise an
+        :class:`~agent.errors.AgentError` only before anything was applied: the reload is then
+        rejected and the running configuration kept.
+        """
         ...
 
     def request_restart(self) -> None:
@@ -68,6 +81,7 @@ class Reloader:
     ) -> None:
         """Start from the configuration the agent was started with (generation 1)."""
         self.current = current
+        self.running = current
         self.generation = 1
         self._target = target
         self._lifecycle = lifecycle
@@ -108,12 +122,21 @@ class Reloader:
             except ConfigError as exc:
                 self._reject(source, content_hash, str(exc))
                 return False
-            diff = diff_settings(self.current, new)
-            if not diff:
+            if not diff_settings(self.current, new):
                 return False
+            wanted = diff_settings(self.running, new)
+            effective = self._effective(new, wanted)
+            applied = diff_settings(self.running, effective)
+            pending = sorted(wanted.changed - applied.live)
             previous_hash = config_hash(self.current)
-            await self._target.apply_live(new, diff)
+            if applied:
+                try:
+                    await self._target.apply_live(effective, applied)
+                except AgentError as exc:  # e.g. the disk refused; nothing was applied
+                    self._reject(source, content_hash, f"it could not be applied: {exc}")
+                    return False
             self.current = new
+            self.running = effective
             self.generation += 1
             self._metrics.config_applied(self.generation)
             self._lifecycle.emit(
@@ -123,19 +146,30 @@ class Reloader:
                     source=source,
                     config_hash=config_hash(new)[:16],
                     previous_hash=previous_hash[:16],
-                    changed_fields=sorted(diff.changed),
-                    restart_required_fields=sorted(diff.restart),
+                    changed_fields=sorted(wanted.changed),
+                    restart_required_fields=pending,
                     generation=self.generation,
                 ),
                 force=True,
             )
-            if diff.needs_restart:
-                self._restart_only(diff)
+            if pending:
+                self._restart_only(pending)
             return True
 
-    def _restart_only(self, diff: SettingsDiff) -> None:
-        fields = sorted(diff.restart)
-        if self.current.remote_config.restart_on_restart_only_change:
+    def _effective(self, new: AgentSettings, wanted: SettingsDiff) -> AgentSettings:
+        """The running settings with the live changes of ``new``, or unchanged if they clash."""
+        try:
+            return merge_live(self.running, new, wanted.live)
+        except ConfigError as exc:
+            _log.warning(
+                "The live changes do not go with the running values of the restart-only "
+                "options; all changes wait for a restart.",
+                extra={"fields": sorted(wanted.live), "error": str(exc)},
+            )
+            return self.running
+
+    def _restart_only(self, fields: list[str]) -> None:
+        if self.running.remote_config.restart_on_restart_only_change:
             _log.warning(
                 "Configuration changes need a restart: draining and exiting to be restarted.",
                 extra={"fields": fields, "exit_code": EXIT_RESTART},

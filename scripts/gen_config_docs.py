@@ -92,6 +92,13 @@ Unknown options are refused in every source and at every level, with the closest
 {examples}
 ```
 
+Beyond each option's own type and range, a configuration is refused at load when it would break
+the agent later: a number that is infinite or NaN (every duration and rate must be finite), a
+control character in any name, topic, filter or path (a NUL in a path fails every start), a
+`gateway_id` with an invisible character or white space at either end, an `mqtt.host` or
+`http.listen_host` that is neither an IP address nor a host name, and a `lifecycle.topic` that is
+also one of `pipeline.topics`.
+
 `check-config --format json` prints the same as JSON for machines:
 `{"valid": true, "config_hash", "config", "sources"}` or `{"valid": false, "errors": [...]}`.
 
@@ -111,7 +118,12 @@ A secret's value is never logged or printed: `check-config`, error messages, `re
 
 A new configuration (`systemctl reload`, SIGHUP, or a changed ConfigMap) is compared with the
 running one. Options marked *live* apply while the agent runs; a change to any other option
-takes effect at the next start and is reported as pending until then. Live options:
+takes effect at the next start and is reported as pending until then (`config_applied` lists it
+in `restart_required_fields`). The rule holds option by option, not section by section: changing
+`lifecycle.rate_limit_burst` and `lifecycle.topic` together applies the burst at once and keeps
+writing to the old topic until the restart. Should the live changes not go with the running
+values of the restart-only options (e.g. a new normalized topic equal to the running lifecycle
+topic), none of them is applied and all are pending. Live options:
 
 """
 

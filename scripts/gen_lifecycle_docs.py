@@ -70,6 +70,17 @@ are counted in `edge_agent_lifecycle_events_suppressed_total{kind}`. `spool_over
 carry the records dropped since the last one that was sent, so their `records` add up to every
 dropped record; at shutdown the remainder is always sent.
 
+Events reach the spool even while it refuses writes for a while (disk full, I/O error: retried
+with back-off). One is lost only when the shutdown's deadline comes while the spool cannot take
+it (Kafka down and the spool full under `overflow_policy: block`) or the spool refuses it for
+good; such events are counted in `edge_agent_lifecycle_events_dropped_total{reason}` and logged
+as one ERROR line (their own log lines were written when they were emitted).
+
+Order is defined per key: a key's events share a partition, in the order they were emitted.
+`at_ms` is when the fact happened, not when the event was emitted; `uplink_lost` and
+`uplink_restored` carry the time the sink saw the change, the same reading as the
+`lost_at_ms` of the `uplink_restored` that follows.
+
 Schema version 1. Fields are only added within a version; removing or re-typing one makes a
 new version.
 """

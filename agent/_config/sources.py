@@ -190,7 +190,12 @@ def parse_yaml(text: str, name: str, *, what: str = "Configuration") -> Piece:
     Raises:
         InvalidConfigError: Not YAML, not a mapping at the top level, or a key given twice.
     """
-    loader = yaml.SafeLoader(text)
+    try:
+        # The constructor already reads the text: a control character fails here.
+        loader = yaml.SafeLoader(text)
+    except yaml.YAMLError as exc:
+        message = f"{what} {name} is not valid YAML: {_yaml_reason(exc)}."
+        raise InvalidConfigError([ConfigProblem(message)]) from None
     try:
         node = loader.get_single_node()
         index = _YamlIndex(name)

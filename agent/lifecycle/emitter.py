@@ -5,18 +5,25 @@ spool call it): it applies the per-kind rate limit, logs the event as one struct
 counts it, and queues it. ``Lifecycle.run`` writes the queue to the spool in small batches, so
 events travel the same durable path as telemetry and are not lost while the uplink is down.
 The queue is bounded; what does not fit is counted as suppressed.
+
+Writing retries a spool that refuses for a while (disk full, I/O error, lock timeout:
+:class:`~agent.errors.RetryableError`) with jittered back-off and never gives up on its own.
+Only a deadline (:meth:`Lifecycle.flush` at shutdown) or a spool that refuses for good ends the
+wait: the events still queued are then dropped, counted with a :class:`LifecycleDropReason`
+and logged as one ERROR line.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import enum
 import logging
 import time
 from typing import TYPE_CHECKING, Final
 
 from agent._backoff import Backoff
-from agent.errors import RetryableError
+from agent.errors import PermanentError, RetryableError
 from agent.lifecycle.events import SCHEMA_VERSION, LifecycleEvent
 from agent.model import Record
 
@@ -51,6 +58,19 @@ _LINES: Final[dict[str, tuple[int, str]]] = {
     "record_refused": (logging.WARNING, "Kafka refused a record for good; see outcome."),
     "clock_skew_detected": (logging.WARNING, "Gateway clock is ahead of Kafka's."),
 }
+RETRY_INITIAL_SECS: Final = 0.1
+RETRY_MAX_SECS: Final = 5.0
+
+
+class LifecycleDropReason(enum.StrEnum):
+    """Why queued lifecycle events were dropped instead of written (a closed set, a label)."""
+
+    SHUTDOWN_DEADLINE = "shutdown_deadline"
+    """The shutdown's deadline came while the spool did not take them (full, or failing)."""
+    SPOOL_REFUSED = "spool_refused"
+    """The spool refused them for good (closed, or the events do not fit a block)."""
+
+
 _ENVELOPE: Final[set[str]] = {"schema_version", "kind", "event_id", "gateway_id", "at_ms"}
 
 
@@ -85,6 +105,7 @@ class Lifecycle:
         gateway_id: str,
         *,
         on_counted: Callable[[str, str], None] | None = None,
+        on_dropped: Callable[[LifecycleDropReason, int], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         """Create the emitter.
@@ -95,17 +116,21 @@ class Lifecycle:
             on_counted: Called with ``(kind, "sent")`` or ``(kind, "suppressed")`` for every
                 event; suppressed means the rate limit or a full queue held it back (the
                 metrics hook).
+            on_dropped: Called with the reason and the number of events when queued events
+                could not be written (:class:`LifecycleDropReason`).
             clock: Monotonic seconds, for the rate limiter.
         """
         self.gateway_id = gateway_id
         self._settings = settings
         self._on_counted = on_counted
+        self._on_dropped = on_dropped
         self._clock = clock
         self._limiter = RateLimiter(settings.rate_limit_burst, settings.rate_limit_per_min, clock)
         self._pending: collections.deque[LifecycleEvent] = collections.deque()
         self._wake = asyncio.Event()
         self.emitted: collections.Counter[str] = collections.Counter()
         self.suppressed: collections.Counter[str] = collections.Counter()
+        self.dropped: collections.Counter[LifecycleDropReason] = collections.Counter()
 
     @staticmethod
     def now_ms() -> int:
@@ -165,6 +190,11 @@ class Lifecycle:
             timestamp_ms=event.at_ms,
         )
 
+    @property
+    def pending(self) -> int:
+        """Events queued and not yet written to the spool."""
+        return len(self._pending)
+
     async def run(self, spool: Appender) -> None:
         """Write queued events to the spool until cancelled."""
         while True:
@@ -172,17 +202,81 @@ class Lifecycle:
             self._wake.clear()
             await self.flush(spool)
 
-    async def flush(self, spool: Appender) -> None:
-        """Write every queued event to the spool now (also used by the drain)."""
-        backoff = Backoff(0.1, 5.0)
+    async def flush(self, spool: Appender, *, timeout_secs: float | None = None) -> bool:
+        """Write every queued event to the spool now (also used by the drain).
+
+        A spool that refuses for a while (:class:`~agent.errors.RetryableError`) is retried
+        with jittered back-off. A refusal for good drops the batch
+        (:attr:`LifecycleDropReason.SPOOL_REFUSED`) and goes on with the next events.
+
+        Args:
+            spool: Where the events go.
+            timeout_secs: Give up after this long (the drain's budget): the events still
+                queued then, including a batch whose append was interrupted, are dropped with
+                :attr:`LifecycleDropReason.SHUTDOWN_DEADLINE`. None waits as long as it takes.
+
+        Returns:
+            Whether every queued event was written.
+        """
+        if timeout_secs is None:
+            return await self._flush(spool)
+        try:
+            async with asyncio.timeout(max(0.0, timeout_secs)):
+                return await self._flush(spool)
+        except TimeoutError:
+            self._drop_pending(LifecycleDropReason.SHUTDOWN_DEADLINE)
+            return False
+
+    async def _flush(self, spool: Appender) -> bool:
+        backoff = Backoff(RETRY_INITIAL_SECS, RETRY_MAX_SECS)
+        written = True
         while self._pending:
             batch = list(self._pending)
             records: Sequence[Record] = [self.to_record(e) for e in batch]
             try:
                 await spool.append(records)
             except RetryableError as exc:
-                _log.error("Cannot write lifecycle events to the spool.", extra={"error": str(exc)})
-                await asyncio.sleep(backoff.next_delay())
+                delay = backoff.next_delay()
+                if backoff.attempts == 1:
+                    _log.error(
+                        "Cannot write lifecycle events to the spool; retrying until it accepts.",
+                        extra={"error": str(exc), "events": len(batch)},
+                    )
+                await asyncio.sleep(delay)
                 continue
+            except PermanentError as exc:
+                for _ in batch:
+                    self._pending.popleft()
+                self._dropped(LifecycleDropReason.SPOOL_REFUSED, batch, str(exc))
+                written = False
+                continue
+            if backoff.attempts:
+                _log.warning(
+                    "Lifecycle events written to the spool again.", extra={"events": len(batch)}
+                )
+                backoff.reset()
             for _ in batch:
                 self._pending.popleft()
+        return written
+
+    def _drop_pending(self, reason: LifecycleDropReason) -> None:
+        batch = list(self._pending)
+        self._pending.clear()
+        if batch:
+            self._dropped(reason, batch, "")
+
+    def _dropped(
+        self, reason: LifecycleDropReason, batch: list[LifecycleEvent], error: str
+    ) -> None:
+        self.dropped[reason] += len(batch)
+        _log.error(
+            "Lifecycle events were not written to the spool; they are dropped.",
+            extra={
+                "reason": str(reason),
+                "events": len(batch),
+                "kinds": sorted({e.kind for e in batch}),
+                "error": error,
+            },
+        )
+        if self._on_dropped is not None:
+            self._on_dropped(reason, len(batch))

@@ -14,6 +14,8 @@ import shutil
 from collections import Counter
 from typing import TYPE_CHECKING
 
+from agent._backoff import Backoff
+from agent.errors import RetryableError
 from agent.lifecycle import events as ev
 from agent.source import MqttConnected, MqttDisconnected
 from agent.spool import SpoolDropped, SpoolQuarantined
@@ -94,6 +96,8 @@ class Observer:
     # ------------------------------------------------------------------ uplink
     def on_uplink(self, state: UplinkState) -> None:
         """The uplink went down or came back."""
+        # Every time in these events is the sink's one reading, state.since_ms: a second
+        # clock read would make lost_at_ms and the loss event's at_ms disagree.
         stats = self._spool_stats()
         if not state.up:
             self._lost_at_ms = state.since_ms
@@ -101,7 +105,7 @@ class Observer:
             self._lifecycle.emit(
                 ev.UplinkLost(
                     gateway_id=self._lifecycle.gateway_id,
-                    at_ms=self._lifecycle.now_ms(),
+                    at_ms=state.since_ms,
                     reason=state.reason,
                     backlog_records=stats.records,
                     backlog_bytes=stats.size_bytes,
@@ -111,7 +115,7 @@ class Observer:
             self._lifecycle.emit(
                 ev.UplinkRestored(
                     gateway_id=self._lifecycle.gateway_id,
-                    at_ms=self._lifecycle.now_ms(),
+                    at_ms=state.since_ms,
                     lost_at_ms=self._lost_at_ms,
                     outage_ms=state.since_ms - self._lost_at_ms,
                     backlog_records=stats.records,
@@ -130,7 +134,7 @@ class Observer:
         self._lifecycle.emit(
             ev.UplinkBacklogDrained(
                 gateway_id=self._lifecycle.gateway_id,
-                at_ms=self._lifecycle.now_ms(),
+                at_ms=now,
                 restored_at_ms=self._restored_at_ms,
                 drain_ms=now - self._restored_at_ms,
                 records=self._restored_backlog,
@@ -204,8 +208,25 @@ class Observer:
         self._disk_warned = low
 
     async def run(self) -> None:
-        """Check the disk and flush held-back drop reports periodically, until cancelled."""
+        """Check the disk and flush held-back drop reports periodically, until cancelled.
+
+        A transient failure (:class:`~agent.errors.RetryableError`, e.g. a statistic the disk
+        could not give) is logged and retried after a jittered back-off; it never ends the loop.
+        """
+        interval = self._settings.disk_check_interval_secs
+        backoff = Backoff(min(1.0, interval), max(1.0, interval))
+        delay = interval
         while True:
-            await asyncio.sleep(self._settings.disk_check_interval_secs)
-            self.check_disk()
-            self.report_drops()
+            await asyncio.sleep(delay)
+            try:
+                self.check_disk()
+                self.report_drops()
+            except RetryableError as exc:
+                delay = backoff.next_delay()
+                _log.warning(
+                    "Cannot check the spool's disk; retrying.",
+                    extra={"error": str(exc), "retry_in_secs": round(delay, 1)},
+                )
+            else:
+                backoff.reset()
+                delay = self._settings.disk_check_interval_secs

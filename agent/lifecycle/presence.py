@@ -21,6 +21,8 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from agent._backoff import Backoff
+from agent.errors import RetryableError
 from agent.lifecycle.events import DeviceOffline, DeviceOnline
 
 if TYPE_CHECKING:
@@ -130,10 +132,28 @@ class Presence:
         return went
 
     async def run(self) -> None:
-        """Check for silent devices every ``presence_check_interval_secs`` until cancelled."""
+        """Check for silent devices every ``presence_check_interval_secs`` until cancelled.
+
+        A transient failure (:class:`~agent.errors.RetryableError`: disk full, I/O error, lock
+        timeout where presence writes through the spool) is logged and the check retried after
+        a jittered back-off; it never ends the loop.
+        """
+        interval = self._settings.presence_check_interval_secs
+        backoff = Backoff(min(1.0, interval), max(interval, 30.0))
+        delay = interval
         while True:
-            await asyncio.sleep(self._settings.presence_check_interval_secs)
-            self.check()
+            await asyncio.sleep(delay)
+            try:
+                self.check()
+            except RetryableError as exc:
+                delay = backoff.next_delay()
+                _log.warning(
+                    "Device presence check failed; retrying.",
+                    extra={"error": str(exc), "retry_in_secs": round(delay, 1)},
+                )
+            else:
+                backoff.reset()
+                delay = self._settings.presence_check_interval_secs
 
     def _go_offline(self, device_id: str, device: _Device, at_ms: int) -> None:
         device.online = False

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from agent.pipeline.settings import KafkaTopic
 from agent.source._topics import validate_filter
 
 
@@ -17,10 +18,8 @@ class LifecycleSettings(BaseModel):
         description="Produce lifecycle events to Kafka at all.",
         json_schema_extra={"reload": "restart"},
     )
-    topic: str = Field(
+    topic: KafkaTopic = Field(
         default="iot.lifecycle",
-        min_length=1,
-        max_length=249,
         description="Kafka topic.",
         json_schema_extra={"reload": "restart"},
     )

@@ -46,6 +46,7 @@ from prometheus_client import (
     generate_latest,
 )
 
+from agent.lifecycle.emitter import LifecycleDropReason
 from agent.lifecycle.events import KINDS as LIFECYCLE_KINDS
 from agent.pipeline import Outcome, Reason
 from agent.sink import SettleReason
@@ -271,6 +272,11 @@ class Metrics:
             "Lifecycle events held back by the rate limit or a full queue.",
             ("kind",),
         )
+        self._lifecycle_dropped = c(
+            "lifecycle_events_dropped_total",
+            "Lifecycle events logged but never written to the spool.",
+            ("reason",),
+        )
         self._send_latency = Histogram(
             PREFIX + "send_latency_seconds",
             "Time from enqueueing a spool block to Kafka acknowledging all of it.",
@@ -309,9 +315,14 @@ class Metrics:
                 self._settled.labels(outcome=outcome, reason=settle_reason.value)
         for result in ReloadResult:
             self._config_reloads.labels(result=result.value)
+        self._preinitialise_lifecycle()
+
+    def _preinitialise_lifecycle(self) -> None:
         for event_kind in LIFECYCLE_KINDS:
             self._lifecycle.labels(kind=event_kind)
             self._lifecycle_suppressed.labels(kind=event_kind)
+        for lifecycle_reason in LifecycleDropReason:
+            self._lifecycle_dropped.labels(reason=lifecycle_reason.value)
 
     # ------------------------------------------------------------------ exposition
     def render(self) -> bytes:
@@ -532,6 +543,10 @@ class Metrics:
     def lifecycle_suppressed(self, kind: str) -> None:
         """A lifecycle event was held back by its rate limit or a full queue."""
         self._lifecycle_suppressed.labels(kind=_lifecycle_kind(kind)).inc()
+
+    def lifecycle_dropped(self, reason: str, events: int) -> None:
+        """Lifecycle events were dropped unwritten (``Lifecycle(on_dropped=...)``)."""
+        self._lifecycle_dropped.labels(reason=LifecycleDropReason(reason).value).inc(events)
 
     def set_devices_online(self, devices: int) -> None:
         """Snapshot: devices currently online (``Presence.online_count``)."""

@@ -2,7 +2,21 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from typing import Annotated
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+from agent._config.checks import is_host
+
+
+def _listen_host(host: str) -> str:
+    """An IP address or a DNS host name, so listening does not fail at every start."""
+    if not is_host(host):
+        raise ValueError(
+            f"{host!r} is neither an IP address nor a host name; use e.g. 0.0.0.0 (every "
+            "interface), 127.0.0.1 (this gateway only) or :: (IPv6)"
+        )
+    return host
 
 
 class HttpSettings(BaseModel):
@@ -15,7 +29,7 @@ class HttpSettings(BaseModel):
         description="Serve the HTTP endpoint at all.",
         json_schema_extra={"reload": "restart"},
     )
-    listen_host: str = Field(
+    listen_host: Annotated[str, AfterValidator(_listen_host)] = Field(
         default="0.0.0.0",  # noqa: S104 - probes and scrapers reach the pod IP
         description="Address to listen on; 127.0.0.1 keeps it local to the gateway.",
         json_schema_extra={"reload": "restart"},

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import ssl
 
 import aiomqtt
@@ -19,10 +20,11 @@ async def test_mosquitto_qos1_publish_is_received_back(mosquitto: Mosquitto, uni
             for i in range(50):
                 await pub.publish(topic, f"m{i}".encode(), qos=1)
         got = []
-        async for message in sub.messages:
-            got.append(message.payload)
-            if len(got) == 50:
-                break
+        async with asyncio.timeout(30):  # a lost message fails the test instead of hanging it
+            async for message in sub.messages:
+                got.append(message.payload)
+                if len(got) == 50:
+                    break
     assert got == [f"m{i}".encode() for i in range(50)]
 
 

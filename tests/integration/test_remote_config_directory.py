@@ -66,6 +66,9 @@ async def test_remote_config_swap_applies_the_new_topic_map_under_load_and_loses
         await publishing
 
     total = 20 * 600
+    # How many readings went to the old topic is only known once the agent forwarded all: a
+    # quiet moment on the old topic is not proof (its backlog may still be in the spool).
+    await wait_for(lambda: _progress(agent.log_text()) == (total, 0), 120, "the spool to drain")
     old = await consume_all(
         kafka.bootstrap_servers, agent.topics.normalized, expected=1, settle_s=2
     )
@@ -80,3 +83,14 @@ async def test_remote_config_swap_applies_the_new_topic_map_under_load_and_loses
     log = agent.log_text()
     assert "ingest.commit_interval_ms" in log.split("Configuration rejected", 1)[1]
     assert await asyncio.to_thread(agent.terminate) == 0
+
+
+def _progress(log: str) -> tuple[int, int]:
+    """(received, spool_records) of the last progress line, or (0, -1) before the first."""
+    fields = {}
+    for line in log.splitlines():
+        if "Progress." in line:
+            fields = dict(part.split("=", 1) for part in line.split() if "=" in part)
+    if not fields:
+        return 0, -1
+    return int(fields["received"]), int(fields["spool_records"])

@@ -1,6 +1,7 @@
 """The spool's limits with the real agent: each overflow policy, expiry of nothing, corruption.
 
-The uplink is cut by pointing the agent at a port where no Kafka listens; the agent is then
+The uplink is cut by pointing the agent at a port held bound, without listening, for the test
+(``unreachable_kafka``): no other process can start listening there meanwhile. The agent is then
 restarted with the real Kafka, and what arrives is compared with what was published and what
 the agent said it dropped.
 """
@@ -16,7 +17,6 @@ import time
 from agent.simulate import SimulationSettings, Simulator, device_name
 from agent.spool._format import decode_block
 from tests.infra import KafkaCluster, Mosquitto
-from tests.infra._process import free_port
 from tests.support.agent import AgentProcess
 from tests.support.delivery import check_delivery
 from tests.support.kafka import consume_all, create_topic
@@ -27,13 +27,13 @@ TOTAL = DEVICES * PER_DEVICE
 SMALL_SPOOL_BYTES = 300_000  # about a third of what TOTAL readings need (raw + normalized)
 
 
-def _offline(policy: str, **extra: object) -> dict[str, object]:
+def _offline(policy: str, bootstrap: str, **extra: object) -> dict[str, object]:
     # Lifecycle events off: only telemetry is spooled, so dropped records count readings
     # exactly (the drops are still logged and counted; lifecycle tests cover the events).
     return {
         "lifecycle": {"enabled": False},
         "drain_timeout_secs": 3,
-        "kafka": {"bootstrap_servers": f"127.0.0.1:{free_port()}"},
+        "kafka": {"bootstrap_servers": bootstrap},
         "spool": {"max_size_bytes": SMALL_SPOOL_BYTES, "overflow_policy": policy},
         **extra,
     }
@@ -91,10 +91,10 @@ def _seqs(records) -> dict[str, list[int]]:
 
 
 async def test_spool_drop_newest_refuses_new_blocks_and_counts_exactly_what_is_missing(
-    agent_factory, mosquitto: Mosquitto, kafka: KafkaCluster
+    agent_factory, mosquitto: Mosquitto, kafka: KafkaCluster, unreachable_kafka: str
 ):
     """drop_newest: the oldest readings survive; dropped records = readings missing x 2."""
-    agent = agent_factory(**_offline("drop_newest"))
+    agent = agent_factory(**_offline("drop_newest", unreachable_kafka))
     await _setup(agent, kafka)
     await _publish(mosquitto, agent)
     await _wait_received(agent, TOTAL)
@@ -111,10 +111,10 @@ async def test_spool_drop_newest_refuses_new_blocks_and_counts_exactly_what_is_m
 
 
 async def test_spool_drop_oldest_makes_room_and_counts_exactly_what_is_missing(
-    agent_factory, mosquitto: Mosquitto, kafka: KafkaCluster
+    agent_factory, mosquitto: Mosquitto, kafka: KafkaCluster, unreachable_kafka: str
 ):
     """drop_oldest: the newest readings survive; dropped records = readings missing x 2."""
-    agent = agent_factory(**_offline("drop_oldest"))
+    agent = agent_factory(**_offline("drop_oldest", unreachable_kafka))
     await _setup(agent, kafka)
     await _publish(mosquitto, agent)
     await _wait_received(agent, TOTAL)
@@ -131,10 +131,10 @@ async def test_spool_drop_oldest_makes_room_and_counts_exactly_what_is_missing(
 
 
 async def test_spool_block_policy_stops_acking_so_the_broker_keeps_everything(
-    agent_factory, mosquitto: Mosquitto, kafka: KafkaCluster
+    agent_factory, mosquitto: Mosquitto, kafka: KafkaCluster, unreachable_kafka: str
 ):
     """block: a full spool stops the acks, the broker holds the rest, and nothing is lost."""
-    agent = agent_factory(**_offline("block"))
+    agent = agent_factory(**_offline("block", unreachable_kafka))
     await _setup(agent, kafka)
     await _publish(mosquitto, agent)
     await _go_online(agent, kafka)
@@ -149,12 +149,12 @@ async def test_spool_block_policy_stops_acking_so_the_broker_keeps_everything(
 
 
 async def test_spool_corrupt_block_is_quarantined_and_the_rest_delivered(
-    agent_factory, mosquitto: Mosquitto, kafka: KafkaCluster
+    agent_factory, mosquitto: Mosquitto, kafka: KafkaCluster, unreachable_kafka: str
 ):
     """A block damaged on disk is moved aside and reported; every other reading arrives."""
     agent = agent_factory(
         drain_timeout_secs=2,
-        kafka={"bootstrap_servers": f"127.0.0.1:{free_port()}"},
+        kafka={"bootstrap_servers": unreachable_kafka},
         ingest={"max_batch_messages": 50},
     )
     await _setup(agent, kafka)

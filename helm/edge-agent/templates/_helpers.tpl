@@ -86,13 +86,15 @@ app.kubernetes.io/component: agent
 {{- default (printf "%s-spool" (include "edge-agent.fullname" .)) .Values.persistence.pvc.existingClaim }}
 {{- end }}
 
-{{/* terminationGracePeriodSeconds: above the preStop sleep plus the whole drain. */}}
+{{/* terminationGracePeriodSeconds: above the preStop sleep plus the agent's whole shutdown,
+which takes at most drainTimeoutSeconds + 5 s (agent.app.SHUTDOWN_MARGIN_SECS: the last
+lifecycle events, closing the producer and the spool). */}}
 {{- define "edge-agent.terminationGracePeriodSeconds" -}}
-{{- $floor := add (int .Values.preStopSleepSeconds) (int .Values.drainTimeoutSeconds) }}
+{{- $floor := add (int .Values.preStopSleepSeconds) (int .Values.drainTimeoutSeconds) 5 }}
 {{- if kindIs "invalid" .Values.terminationGracePeriodSeconds }}
-{{- add $floor 15 }}
+{{- add $floor 10 }}
 {{- else if le (int .Values.terminationGracePeriodSeconds) $floor }}
-{{- fail (printf "terminationGracePeriodSeconds (%v) must exceed preStopSleepSeconds + drainTimeoutSeconds (%v): the kubelet would kill the agent in the middle of its drain" .Values.terminationGracePeriodSeconds $floor) }}
+{{- fail (printf "terminationGracePeriodSeconds (%v) must exceed preStopSleepSeconds + drainTimeoutSeconds + 5 (%v): the kubelet would kill the agent in the middle of its shutdown" .Values.terminationGracePeriodSeconds $floor) }}
 {{- else }}
 {{- int .Values.terminationGracePeriodSeconds }}
 {{- end }}

@@ -46,7 +46,8 @@ async def test_reload_applies_live_fields_and_emits_config_applied():
     assert diff.live == {"pipeline.topics.normalized"}
     assert not diff.restart
     assert reloader.generation == 2
-    assert reloader.current is new
+    assert reloader.running is new
+    assert reloader.current == new
     (event,) = [e for e in lifecycle._pending if e.kind == "config_applied"]
     assert event.changed_fields == ["pipeline.topics.normalized"]
 

@@ -19,6 +19,8 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from agent.app import SHUTDOWN_MARGIN_SECS
+
 ROOT = Path(__file__).resolve().parents[3]
 CHART = ROOT / "helm" / "edge-agent"
 HELM = ROOT / ".cache" / "bin" / "helm"
@@ -229,7 +231,7 @@ def test_helm_chart_hardens_every_container(values_file):
 
 @ci_values
 def test_helm_chart_grace_period_outlasts_drain(values_file):
-    """terminationGracePeriodSeconds exceeds the preStop sleep plus the agent's drain timeout."""
+    """terminationGracePeriodSeconds exceeds the preStop sleep plus the agent's whole shutdown."""
     manifests = render(values_file)
     spec = pod_spec(manifests)
     container = agent_container(manifests)
@@ -238,7 +240,7 @@ def test_helm_chart_grace_period_outlasts_drain(values_file):
     pre_stop = container.get("lifecycle", {}).get("preStop", {}).get("exec", {})
     sleep = int(pre_stop["command"][-1]) if pre_stop else 0
     assert pre_stop.get("command", ["sleep"])[0] == "sleep"
-    assert spec["terminationGracePeriodSeconds"] > sleep + drain
+    assert spec["terminationGracePeriodSeconds"] > sleep + drain + SHUTDOWN_MARGIN_SECS
 
 
 @pytest.mark.parametrize(
@@ -261,6 +263,16 @@ def test_helm_chart_refuses_grace_period_within_drain():
     """A grace period that would SIGKILL the agent mid-drain fails the render."""
     with pytest.raises(RenderError, match="must exceed preStopSleepSeconds"):
         render(None, "terminationGracePeriodSeconds=30")
+
+
+def test_helm_chart_grace_floor_is_the_agents_shutdown_bound():
+    """The chart's floor is preStop + drain + the agent's SHUTDOWN_MARGIN_SECS, no less."""
+    values = yaml.safe_load((CHART / "values.yaml").read_text(encoding="utf-8"))
+    bound = values["preStopSleepSeconds"] + values["drainTimeoutSeconds"] + SHUTDOWN_MARGIN_SECS
+    with pytest.raises(RenderError, match="must exceed preStopSleepSeconds"):
+        render(None, f"terminationGracePeriodSeconds={int(bound)}")
+    manifests = render(None, f"terminationGracePeriodSeconds={int(bound) + 1}")
+    assert pod_spec(manifests)["terminationGracePeriodSeconds"] == int(bound) + 1
 
 
 @ci_values

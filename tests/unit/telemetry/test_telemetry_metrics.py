@@ -35,6 +35,7 @@ EXPECTED_FAMILIES = {
     "edge_agent_config_reloads": "counter",
     "edge_agent_lifecycle_events": "counter",
     "edge_agent_lifecycle_events_suppressed": "counter",
+    "edge_agent_lifecycle_events_dropped": "counter",
     "edge_agent_devices_online": "gauge",
     "edge_agent_producer_resets": "counter",
     "edge_agent_records_settled": "counter",
@@ -48,6 +49,10 @@ CLOSED_SETS = {
     "edge_agent_config_reloads_total": ("result", {"applied", "rejected"}),
     "edge_agent_lifecycle_events_total": ("kind", set(KINDS)),
     "edge_agent_lifecycle_events_suppressed_total": ("kind", set(KINDS)),
+    "edge_agent_lifecycle_events_dropped_total": (
+        "reason",
+        {"shutdown_deadline", "spool_refused"},
+    ),
     "edge_agent_mqtt_messages_dropped_total": ("reason", {r.value for r in MqttDropReason}),
     "edge_agent_mqtt_acks_skipped_total": ("reason", {r.value for r in AckSkipReason}),
 }
