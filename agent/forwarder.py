@@ -27,8 +27,10 @@ Contract:
   ``kafka.topic_missing_grace_secs`` has its records settled; the other topics keep flowing.
   While no broker answers nothing is settled.
 - ``INVALID_TIMESTAMP`` teaches the clock discipline (:mod:`agent.sink.clock`) a correction; the
-  record is sent again with a corrected timestamp, and ``on_clock_skew`` reports the lower bound
-  of how far the local clock is ahead whenever it changes.
+  record is sent again with a corrected timestamp (never settled while the correction can still
+  grow), and ``on_clock_skew`` reports the lower bound of how far the local clock is ahead
+  whenever it changes. Only a record stamped well before the corrected now and refused alone, or
+  refused under the maximum correction, is settled as ``timestamp_out_of_range``.
 - While Kafka is down the forwarder keeps the in-flight records in the producer (which retries
   them) and waits; a record whose batch the producer gave up on (a partition without a leader
   for longer than ``kafka.request_timeout_secs``) is sent again with the same producer.
