@@ -3,8 +3,17 @@
 Contract:
 
 - Blocks are read oldest first and their records enqueued in spool order, so a device's records
-  reach its partition in the order they were received (a record sent again after a retriable
-  failure may land after later ones of its partition).
+  reach its partition in the order they were received, whatever the refusal, split or reset
+  path. Kafka keeps that order only while a refused batch blocks the later batches of its
+  partition: a refusal leaves a gap in the idempotent sequence, and the broker refuses what
+  follows (``OutOfOrderSequenceNumber``) *if it already holds state for the producer in that
+  partition*. A producer without state there (a new one: at start and after every reset) may
+  see its first batch refused and the next one accepted. So, per partition and producer, the
+  forwarder hands over one record and waits for its acknowledgement before sending anything
+  newer there ("probe"); once one was acknowledged the partition is *established* and records
+  stream. A broker refusal in an established partition replaces the producer before anything
+  is sent there again (the gap makes a reset inevitable; it is not counted against the block),
+  and the window is resent in spool order.
 - Every record ends in exactly one of: **delivered** (acknowledged with ``acks=all``), **DLQ**
   (Kafka refused it for good; a copy with the payload cut to ``kafka.dlq_max_payload_bytes``,
   the original headers and ``dlq-reason``/``dlq-detail`` was acknowledged on the DLQ topic), or
@@ -18,8 +27,10 @@ Contract:
   ``kafka.topic_missing_grace_secs`` has its records settled; the other topics keep flowing.
   While no broker answers nothing is settled.
 - ``INVALID_TIMESTAMP`` teaches the clock discipline (:mod:`agent.sink.clock`) a correction; the
-  record is sent again with a corrected timestamp, and ``on_clock_skew`` reports the lower bound
-  of how far the local clock is ahead whenever it changes.
+  record is sent again with a corrected timestamp (never settled while the correction can still
+  grow), and ``on_clock_skew`` reports the lower bound of how far the local clock is ahead
+  whenever it changes. Only a record stamped well before the corrected now and refused alone, or
+  refused under the maximum correction, is settled as ``timestamp_out_of_range``.
 - While Kafka is down the forwarder keeps the in-flight records in the producer (which retries
   them) and waits; a record whose batch the producer gave up on (a partition without a leader
   for longer than ``kafka.request_timeout_secs``) is sent again with the same producer.
@@ -41,7 +52,7 @@ import logging
 import time
 from collections import deque
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Final, Literal, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Final, Literal, Protocol, TypeVar
 
 from aiokafka import errors as kafka_errors
 from pydantic import BaseModel, ConfigDict, Field
@@ -67,13 +78,14 @@ _T = TypeVar("_T")
 
 Settlement = Literal["dlq", "dropped"]
 
-MAX_TIMESTAMP_REFUSALS: Final = 12
-"""A record refused for its timestamp this often is settled as ``timestamp_out_of_range``."""
 STALL_DELAY_SECS: Final = 0.2
 """Pause before trying again when the producer took nothing (a topic without metadata yet)."""
 
 
 _TOPIC_REASONS: Final = (SettleReason.TOPIC_AUTHORIZATION_FAILED, SettleReason.TOPIC_MISSING)
+_GAP_FAULTS: Final = (Fault.TOO_LARGE, Fault.INVALID, Fault.TIMESTAMP)
+
+_Partition = tuple[str, int]
 
 
 class ForwarderSettings(BaseModel):
@@ -206,6 +218,10 @@ class Forwarder:
         self._cursor: int | None = None
         self._stalled = False
         self._suspect_round: bool | None = None  # an old record's timestamp was refused
+        # Per partition, for the current producer (see "order" in the module docstring):
+        self._established: set[_Partition] = set()  # a record was acknowledged there
+        self._probes: dict[_Partition, tuple[Slot, asyncio.Future[Any]]] = {}
+        self._gapped: set[_Partition] = set()  # a refused batch left a sequence gap
         self._progress = asyncio.Event()
         self.stats = ForwarderStats()
 
@@ -271,6 +287,9 @@ class Forwarder:
         self._memory = {d.block.block_id: d for d in self._window}
         self._window.clear()
         self._cursor = None
+        self._established.clear()
+        self._probes.clear()
+        self._gapped.clear()
         await self._sink.reset()
         await self._release_leases()
         await asyncio.sleep(self._reset_backoff.next_delay())
@@ -337,8 +356,11 @@ class Forwarder:
             while slot.to_send:  # a copy refused at send is dropped; the loop ends either way
                 delivery.started()
                 outgoing = self._clock.stamp(slot.outgoing())
+                part = self._sink.partition(outgoing)
+                if part is not None and not self._may_send((outgoing.topic, part)):
+                    return False  # an older record of its partition is being tried first
                 try:
-                    fut = await self._sink.send(outgoing, solo=slot.solo)
+                    fut = await self._sink.send(outgoing, solo=slot.solo, partition=part)
                 except RecordRefusedError as exc:
                     self._settle(slot, exc.reason, exc.detail)
                     continue
@@ -347,8 +369,36 @@ class Forwarder:
                     return False
                 except ProducerFaultError as exc:
                     raise _ProducerBrokenError(delivery, slot) from exc
+                slot.partition = part
                 slot.mark_sent(fut, outgoing, self._clock.generation)
+                if part is not None and (outgoing.topic, part) not in self._established:
+                    self._probes[outgoing.topic, part] = (slot, fut)
         delivery.needs_send = False
+        return True
+
+    def _may_send(self, tp: _Partition) -> bool:
+        """Whether a record may go to partition ``tp`` now (see "order" in the module docstring).
+
+        Raises:
+            _ProducerBrokenError: A refused batch left a gap in the partition's sequence.
+        """
+        if tp in self._established:
+            if tp in self._gapped:
+                raise _ProducerBrokenError(None, None) from ProducerFaultError(
+                    f"Kafka refused a batch of {tp[0]}[{tp[1]}]: its sequence has a gap."
+                )
+            return True
+        probe = self._probes.get(tp)
+        if probe is None:
+            return True
+        slot, fut = probe
+        if fut.done() and not fut.cancelled() and fut.exception() is None:
+            del self._probes[tp]
+            self._established.add(tp)
+            return True
+        if slot.future is fut and slot.in_flight:
+            return False  # no outcome yet, or one not processed yet
+        del self._probes[tp]  # refused and processed: the next send is the new probe
         return True
 
     async def _advance(self) -> None:
@@ -428,9 +478,15 @@ class Forwarder:
 
     def _failed(self, delivery: Delivery, slot: Slot, exc: BaseException) -> None:
         fault = classify(exc)
+        if fault in _GAP_FAULTS and slot.sent is not None and slot.partition is not None:
+            tp = (slot.sent.topic, slot.partition)
+            if tp in self._established:
+                self._gapped.add(tp)
         if fault is Fault.RETRY:
             slot.back_to_pending()
         elif fault is Fault.PRODUCER:
+            if slot.sent is not None and (slot.sent.topic, slot.partition) in self._gapped:
+                raise _ProducerBrokenError(None, None) from exc  # the gap's consequence
             raise _ProducerBrokenError(delivery, slot) from exc
         elif fault in (Fault.TOO_LARGE, Fault.INVALID):
             if slot.sent_solo:
@@ -444,24 +500,37 @@ class Forwarder:
                 slot.solo = True  # split: find out whether it is this record or a neighbour
                 slot.back_to_pending()
         elif fault is Fault.TIMESTAMP:
-            sent = slot.sent or slot.record
-            # An old record refused in the same round may be what got the batch refused: then
-            # fresh neighbours are tried alone instead of skewing the clock.
-            if self._suspect_round is None:
-                self._suspect_round = self._old_timestamp_refused()
-            clock_matter = not self._suspect_round and self._clock.refused(
-                sent.timestamp_ms, slot.clock_generation
-            )
-            slot.timestamp_refusals += 1
-            if slot.timestamp_refusals >= MAX_TIMESTAMP_REFUSALS or (
-                not clock_matter and slot.sent_solo
-            ):
-                self._settle(slot, SettleReason.TIMESTAMP_OUT_OF_RANGE, describe(exc))
-            else:
-                slot.solo = slot.solo or not clock_matter  # alone: is it this record?
-                slot.back_to_pending()
+            self._timestamp_refused(slot, exc)
         else:
             self._settle(slot, SettleReason.TOPIC_AUTHORIZATION_FAILED, describe(exc))
+
+    def _timestamp_refused(self, slot: Slot, exc: BaseException) -> None:
+        """INVALID_TIMESTAMP: learn a correction and resend, try the record alone, or settle.
+
+        A record stamped near the corrected now (the clock discipline "explains" it) was refused
+        for being too far in the future: it is never settled while the correction can still
+        grow, only resent with a corrected timestamp. A record stamped well before the corrected
+        now, refused alone, is too old for the broker: settled (its DLQ copy stamped with the
+        corrected now). In a shared batch a record is first tried alone, and while an old
+        record's refusal may explain the batch's, fresh neighbours do not teach the clock.
+        """
+        sent = slot.sent or slot.record
+        slot.timestamp_refusals += 1
+        fresh = self._clock.explains(sent.timestamp_ms)
+        if fresh and not slot.sent_solo:
+            if self._suspect_round is None:
+                self._suspect_round = self._old_timestamp_refused()
+            fresh = not self._suspect_round
+        if fresh:
+            if not self._clock.exhausted(slot.clock_generation):
+                self._clock.refused(sent.timestamp_ms, slot.clock_generation)
+                slot.back_to_pending()
+                return
+        elif not slot.sent_solo:
+            slot.solo = True  # alone: is it this record or a neighbour?
+            slot.back_to_pending()
+            return
+        self._settle(slot, SettleReason.TIMESTAMP_OUT_OF_RANGE, describe(exc))
 
     def _old_timestamp_refused(self) -> bool:
         """Whether a record the clock cannot explain was refused for its timestamp just now."""

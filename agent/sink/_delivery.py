@@ -54,6 +54,7 @@ class Slot:
         clock_generation: The clock correction generation it was last sent under.
         solo: Send it alone in a batch (a batch-level refusal hit it in a shared batch).
         sent_solo: The last send was alone in its batch.
+        partition: The partition of the last send (None: the producer picked it).
         timestamp_refusals: How often Kafka refused its timestamp.
         copy: The dead-letter copy, once the record is being settled.
         reason: Why it is being settled (a ``SettleReason`` value).
@@ -67,6 +68,7 @@ class Slot:
     clock_generation: int = 0
     solo: bool = False
     sent_solo: bool = False
+    partition: int | None = None
     timestamp_refusals: int = 0
     copy: Record | None = None
     reason: str = ""

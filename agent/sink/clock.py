@@ -13,9 +13,15 @@ Rules:
   original in the ``original-timestamp`` header (epoch ms, decimal ASCII).
 - The correction starts at 0 (only clamp to the local clock: a device stamped the future) when
   the refused timestamp was ahead of the local clock, else at 1 h, and doubles on each further
-  refusal of a record sent under the correction in force. One round of refusals (a window of
-  records sent under one correction) counts once, so it converges within a few refusals per
-  agent lifetime.
+  refusal of a record sent under the correction in force, up to ``MAX_CORRECTION_MS`` (1024 h,
+  about 43 days: a clock further ahead than that is not corrected). One round of refusals (a
+  window of records sent under one correction) counts once, so it converges within a few
+  refusals per agent lifetime.
+- A record refused for a timestamp the correction explains (too far in the future) is never
+  settled while the correction can still grow: it is sent again with the corrected timestamp.
+  Only a record refused although it was sent under the maximum correction
+  (:meth:`ClockDiscipline.exhausted`), or one stamped well before the corrected now, may be
+  settled.
 - The correction follows wall-clock steps: it is anchored to ``wall - monotonic``; when NTP
   steps the clock back by X the correction shrinks by X (never below 0), and grows when the clock
   steps forward.
@@ -41,7 +47,8 @@ if TYPE_CHECKING:
 HEADER_ORIGINAL_TIMESTAMP: Final = "original-timestamp"
 ASSUMED_AFTER_MAX_MS: Final = 3_600_000
 """Kafka's default ``message.timestamp.after.max.ms``; the first correction and the skew bound."""
-MAX_CORRECTION_MS: Final = 1 << 40
+MAX_CORRECTION_MS: Final = 1024 * ASSUMED_AFTER_MAX_MS
+"""The largest correction (1024 h, reached after ten doublings); beyond it refusals settle."""
 FRESH_SLACK_MS: Final = 300_000
 """A refused record stamped earlier than ``now - correction - this`` is not a clock matter."""
 _STEP_NOISE_MS: Final = 1_000
@@ -113,6 +120,15 @@ class ClockDiscipline:
     def explains(self, sent_ts_ms: int) -> bool:
         """Whether a correction could explain refusing a record stamped ``sent_ts_ms``."""
         return sent_ts_ms >= self._wall_ms() - (self.correction_ms() or 0) - FRESH_SLACK_MS
+
+    def exhausted(self, generation: int) -> bool:
+        """Whether a record sent under ``generation`` was sent under the maximum correction."""
+        correction = self.correction_ms()
+        return (
+            generation == self._generation
+            and correction is not None
+            and correction >= MAX_CORRECTION_MS
+        )
 
     def refused(self, sent_ts_ms: int, generation: int) -> bool:
         """Kafka refused a record stamped ``sent_ts_ms`` under correction ``generation``.

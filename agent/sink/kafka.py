@@ -18,6 +18,9 @@ Contract (the forwarder relies on each point):
   the producer itself is broken: the caller then calls :meth:`KafkaSink.reset`.
 - ``send(record, solo=True)`` puts the record in a batch of its own (after a batch-level refusal
   the caller finds the offending record this way).
+- :meth:`KafkaSink.partition` names the partition a record goes to (the producer's own default
+  partitioner: murmur2 of the key); ``send(record, partition=p)`` sends it there, so the caller
+  knows which records share a partition (it keeps their order through refusals).
 - :meth:`KafkaSink.reset` and :meth:`KafkaSink.close` finish within their deadlines; a producer
   that does not stop in time is shut down by force (sender task cancelled, connections closed,
   its pending futures failed), so it never keeps running next to its replacement.
@@ -35,6 +38,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from aiokafka import AIOKafkaProducer
 from aiokafka import errors as kafka_errors
+from aiokafka.partitioner import DefaultPartitioner
 
 from agent.errors import AgentError, PermanentError, RetryableError
 from agent.sink._delivery import Delivery, Slot, SlotState
@@ -137,6 +141,7 @@ class KafkaSink:
         # successful refresh confirmed it missing, or None while unconfirmed).
         self._missing: dict[str, tuple[object, float | None]] = {}
         self._in_series = False
+        self._partitioner = DefaultPartitioner()
         self.resets = 0
 
     # ------------------------------------------------------------------ state
@@ -285,13 +290,29 @@ class KafkaSink:
             await force_shutdown(producer)
 
     # ------------------------------------------------------------------ sending
-    async def send(self, record: Record, *, solo: bool = False) -> asyncio.Future[Any]:
+    def partition(self, record: Record) -> int | None:
+        """The partition ``record`` goes to, or None while its topic has no metadata."""
+        producer = self._producer
+        if producer is None:
+            return None
+        cluster = producer.client.cluster
+        every = cluster.partitions_for_topic(record.topic)
+        if not every:
+            return None
+        available = list(cluster.available_partitions_for_topic(record.topic)) or list(every)
+        part: int = self._partitioner(record.key, sorted(every), available)
+        return part
+
+    async def send(
+        self, record: Record, *, solo: bool = False, partition: int | None = None
+    ) -> asyncio.Future[Any]:
         """Hand one record to the producer; see the module docstring for what it raises.
 
         Args:
             record: The record exactly as it must be produced.
             solo: Put it in a batch of its own: waits until everything before it was
                 acknowledged, and until it was acknowledged itself.
+            partition: The partition (from :meth:`partition`); None: the producer picks.
 
         Returns:
             The send future: it resolves when the broker acknowledged the record or fails with
@@ -303,10 +324,12 @@ class KafkaSink:
         self._check_topic(producer, record.topic)
         try:
             if self._in_series:
-                fut = await self._send_unbounded(producer, record, solo=solo)
+                fut = await self._send_unbounded(producer, record, solo=solo, partition=partition)
             else:
                 async with asyncio.timeout(self._settings.request_timeout_secs):
-                    fut = await self._send_unbounded(producer, record, solo=solo)
+                    fut = await self._send_unbounded(
+                        producer, record, solo=solo, partition=partition
+                    )
         except TimeoutError as exc:
             self.mark_down("no room in the producer: brokers are not acknowledging")
             raise RetryableError("Kafka did not take records in time.") from exc
@@ -344,11 +367,11 @@ class KafkaSink:
             self._in_series = False
 
     async def _send_unbounded(
-        self, producer: AIOKafkaProducer, record: Record, *, solo: bool
+        self, producer: AIOKafkaProducer, record: Record, *, solo: bool, partition: int | None
     ) -> asyncio.Future[Any]:
         if solo:
             await producer.flush()
-        fut = await self._send(producer, record)
+        fut = await self._send(producer, record, partition)
         if solo:
             try:
                 await asyncio.wait([fut])
@@ -358,11 +381,14 @@ class KafkaSink:
         return fut
 
     @staticmethod
-    async def _send(producer: AIOKafkaProducer, record: Record) -> asyncio.Future[Any]:
+    async def _send(
+        producer: AIOKafkaProducer, record: Record, partition: int | None
+    ) -> asyncio.Future[Any]:
         fut: asyncio.Future[Any] = await producer.send(
             record.topic,
             value=record.value,
             key=record.key,
+            partition=partition,
             headers=list(record.headers),
             timestamp_ms=record.timestamp_ms,
         )

@@ -41,7 +41,7 @@ REQUEST_LIMIT = 1024 * 1024  # kafka.max_request_size_bytes, the agent's default
 async def test_hardening_oversized_payloads_are_settled_and_the_stream_flows(
     agent_factory, mosquitto: Mosquitto, kafka: KafkaCluster
 ):
-    """Every reading delivered once by id; each big payload in the DLQ (bounded) or counted."""
+    """Every reading delivered in order; each big payload in the DLQ (bounded) or counted."""
     agent = agent_factory()
     t = agent.topics
     for topic in (t.normalized, t.raw, t.dlq, t.lifecycle):
@@ -74,6 +74,7 @@ async def test_hardening_oversized_payloads_are_settled_and_the_stream_flows(
     report = check_delivery(normalized, {device_name(i): PER_DEVICE for i in range(DEVICES)})
     assert report.lost == 0, report.summary()
     assert report.duplicates_with_new_id == 0, report.summary()
+    assert not report.out_of_order_devices, report.summary()  # each device in publish order
     ids = {rec.headers["message-id"] for rec in normalized}
     assert len(ids) == READINGS, f"{len(ids)} distinct message ids for {READINGS} readings"
 

@@ -195,6 +195,10 @@ class _FakeCluster:
     def partitions_for_topic(_topic: str) -> set[int]:
         return {0}
 
+    @staticmethod
+    def available_partitions_for_topic(_topic: str) -> set[int]:
+        return {0}
+
 
 class _FakeClient:
     def __init__(self, kafka: FakeKafka) -> None:

@@ -66,18 +66,20 @@ def _block(*values: str, topic: str = "t") -> tuple[Any, ...]:
 
 async def test_forwarder_removes_blocks_only_after_every_record_is_acked():
     """Unacknowledged blocks stay in the spool; acked ones are removed, oldest first."""
-    h = Harness([_block("1-0", "1-1"), _block("2-0"), _block("3-0", "3-1")])
-    h.broker.acking = False
+    h = Harness([])
     async with h.running():
+        await _establish(h)
+        for block in (_block("1-0", "1-1"), _block("2-0"), _block("3-0", "3-1")):
+            h.spool.add(block)
         await until(
             lambda: h.broker.producers and sum(len(b) for _, b in h.broker.producers[0].held) == 5
         )
         await until(lambda: not h.sink.uplink.up)  # the ack timeout went by
-        assert h.spool.removed == []
+        assert h.spool.removed == [1]  # the warm-up only
         h.broker.release()
-        await until(lambda: h.spool.removed == [1, 2, 3])
-    assert h.broker.values("t") == [b"1-0", b"1-1", b"2-0", b"3-0", b"3-1"]
-    assert h.forwarder.stats.records_forwarded == 5
+        await until(lambda: h.spool.removed == [1, 2, 3, 4])
+    assert h.broker.values("t") == [b"w", b"1-0", b"1-1", b"2-0", b"3-0", b"3-1"]
+    assert h.forwarder.stats.records_forwarded == 6
 
 
 async def test_forwarder_waits_through_an_outage_without_resending():
@@ -284,10 +286,10 @@ async def test_forwarder_resets_on_out_of_order_sequence_and_resends_only_unacke
 
 async def test_forwarder_reset_resends_in_window_order():
     """After a reset, records whose batch expired (retriable) are resent in spool order."""
-    h = Harness([_block("a"), _block("b"), _block("c")])
+    h = Harness([])
     h.broker.one_record_batches = True
-    h.broker.acking = False
     async with h.running():
+        await _establish(h, _block("a"), _block("b"), _block("c"))
         producer = await _held_batches(h, 3)
         h.broker.inject = [
             kafka_errors.OutOfOrderSequenceNumber(),
@@ -297,23 +299,36 @@ async def test_forwarder_reset_resends_in_window_order():
         h.broker.release()
         await until(h.drained)
     assert producer.number == 0
-    assert h.broker.values("t") == [b"a", b"b", b"c"]
+    assert h.broker.values("t") == [b"w", b"a", b"b", b"c"]
     assert h.forwarder.stats.producer_resets == 1
 
 
 async def test_forwarder_removes_finished_blocks_before_a_reset_found_behind_them():
     """A producer fault in a later block: the finished blocks before it leave the spool first."""
-    h = Harness([_block("a"), _block("b"), _block("c")])
+    h = Harness([])
     h.broker.one_record_batches = True
-    h.broker.acking = False
     async with h.running():
+        await _establish(h, _block("a"), _block("b"), _block("c"))
         await _held_batches(h, 3)
         h.broker.inject = [None, None, kafka_errors.OutOfOrderSequenceNumber()]  # type: ignore[list-item]
         h.broker.release()
         await until(h.drained)
-    assert h.spool.removed == [1, 2, 3]
-    assert h.broker.values("t") == [b"a", b"b", b"c"]  # a and b not sent twice
+    assert h.spool.removed == [1, 2, 3, 4]
+    assert h.broker.values("t") == [b"w", b"a", b"b", b"c"]  # a and b not sent twice
     assert h.forwarder.stats.producer_resets == 1
+
+
+async def _establish(h: Harness, *blocks: tuple[Any, ...]) -> None:
+    """Deliver a warm-up record "w" (the partition is then established), stop acking, add blocks.
+
+    A new producer sends one record of a partition and waits for its ack before anything newer
+    there (order through refusals); after one ack the partition's records stream.
+    """
+    h.spool.add(_block("w"))
+    await until(h.drained)
+    h.broker.acking = False
+    for block in blocks:
+        h.spool.add(block)
 
 
 async def _held_batches(h: Harness, count: int) -> Any:
@@ -390,3 +405,107 @@ async def test_forwarder_settles_a_record_too_old_for_the_broker_without_skewing
     assert copy.headers["original-timestamp"] == b"%d" % (local_now - 50 * HOUR_MS)
     assert h.skews == []
     assert clock.correction_ms() is None
+
+
+def _first_occurrences(broker: FakeBroker, topic: str = "t") -> dict[bytes | None, list[bytes]]:
+    """Per key, the values in the order the broker stored them (first occurrence only)."""
+    seen: set[bytes] = set()
+    out: dict[bytes | None, list[bytes]] = {}
+    for sent in broker.stored:
+        if sent.topic == topic and sent.value not in seen:
+            seen.add(sent.value)
+            out.setdefault(sent.key, []).append(sent.value)
+    return out
+
+
+def _gateway_fast_blocks(local_now: int, device_ts: int) -> list[tuple[Any, ...]]:
+    """Blocks of 4 devices: some readings stamped by the device (fine), some by the gateway."""
+    blocks = []
+    for i in range(12):
+        recs = []
+        for dev in range(4):
+            ts = local_now if (i + dev) % 3 == 0 else device_ts  # gateway's receive time
+            recs.append(record(f"d{dev}-{i:02d}", key=b"d%d" % dev, ts=ts))
+        blocks.append(tuple(recs))
+    return blocks
+
+
+@pytest.mark.parametrize("one_record_batches", [False, True])
+@pytest.mark.parametrize("partitions", [1, 3])
+async def test_forwarder_keeps_each_key_in_spool_order_while_learning_the_clock(
+    one_record_batches, partitions
+):
+    """Gateway 2 h fast: refused batches never let later records of a key overtake them."""
+    local_now = 10 * HOUR_MS
+    clock = ClockDiscipline(wall_ms=lambda: local_now, mono_ms=lambda: 0)
+    broker = FakeBroker(
+        max_record_ahead_ms=HOUR_MS,
+        now_ms=local_now - 2 * HOUR_MS + 1000,
+        one_record_batches=one_record_batches,
+        partitions=partitions,
+    )
+    blocks = _gateway_fast_blocks(local_now, broker.now_ms - 5000)
+    h = Harness(blocks, broker, clock=clock)
+    async with h.running():
+        await until(h.drained)
+    expected: dict[bytes | None, list[bytes]] = {}
+    for block in blocks:
+        for rec in block:
+            expected.setdefault(rec.key, []).append(rec.value)
+    assert _first_occurrences(broker) == expected  # nothing lost, each key in spool order
+    assert h.settled == []  # a reading refused for a future timestamp is never settled
+    assert all(s.timestamp_ms <= broker.now_ms + HOUR_MS for s in broker.stored)
+    assert h.forwarder.stats.producer_resets <= 3
+
+
+async def test_forwarder_refusal_in_a_new_producers_partition_does_not_let_later_records_pass():
+    """A new producer's first batch refused: Kafka would take the next one; none is sent yet."""
+    local_now = 10 * HOUR_MS
+    clock = ClockDiscipline(wall_ms=lambda: local_now, mono_ms=lambda: 0)
+    broker = FakeBroker(
+        max_record_ahead_ms=HOUR_MS, now_ms=local_now - 2 * HOUR_MS, one_record_batches=True
+    )
+    ok = broker.now_ms - 1000
+    h = Harness([(record("first", ts=local_now), record("second", ts=ok))], broker, clock=clock)
+    async with h.running():
+        await until(h.drained)
+    assert h.broker.values("t") == [b"first", b"second"]
+    assert h.settled == []
+
+
+async def test_forwarder_refusal_in_an_established_partition_resends_in_order():
+    """A refused batch after acks (a sequence gap): one reset, then the key's records in order."""
+    h = Harness([_block("a")])
+    async with h.running():
+        await until(h.drained)
+        h.broker.one_record_batches = True
+        h.broker.acking = False
+        h.spool.add(_block("big", "c", "d"))
+        await _held_batches(h, 3)
+        h.broker.inject.append(kafka_errors.CorruptRecordException())  # refuses "big"'s batch
+        h.broker.release()
+        await until(h.drained)
+    assert _first_occurrences(h.broker) == {b"k": [b"a", b"big", b"c", b"d"]}
+    assert h.settled == []
+    assert h.forwarder.stats.producer_resets == 1
+
+
+async def test_forwarder_settles_a_future_timestamp_only_under_the_maximum_correction():
+    """A record refused whatever the correction (up to 1024 h) is settled, its copy corrected."""
+    local_now = 5000 * HOUR_MS
+    clock = ClockDiscipline(wall_ms=lambda: local_now, mono_ms=lambda: 0)
+    broker = FakeBroker(max_record_ahead_ms=HOUR_MS, now_ms=local_now - 2000 * HOUR_MS)
+    real_verdict = broker._verdict
+
+    def verdict(producer, topic, batch):  # the DLQ accepts anything
+        return None if topic == "dlq" else real_verdict(producer, topic, batch)
+
+    broker._verdict = verdict  # type: ignore[method-assign]
+    h = Harness([(record("far", ts=local_now),)], broker, clock=clock)
+    async with h.running():
+        await until(h.drained)
+    assert h.settled == [(b"far", "dlq", "timestamp_out_of_range")]
+    assert clock.correction_ms() == 1024 * HOUR_MS
+    (copy,) = [s for s in broker.stored if s.topic == "dlq"]
+    assert copy.timestamp_ms == local_now - 1024 * HOUR_MS
+    assert copy.headers["original-timestamp"] == b"%d" % local_now

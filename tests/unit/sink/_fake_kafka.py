@@ -1,11 +1,14 @@
 """A fake Kafka for the sink and forwarder tests: the producer interface the sink uses
 (send/flush/stop/start/client), a broker that judges batches like Kafka does, and a spool.
 
-Batching: every record sent in one event-loop turn to one topic forms a batch; the broker judges
-the batch as a whole (size, timestamp, authorization), as a real broker does. The idempotent
-sequence is modelled per producer and topic: after a non-retriable refusal on a topic where the
-producer already wrote, its later batches there fail with OutOfOrderSequenceNumber until the
-producer is replaced.
+Batching: every record sent in one event-loop turn to one partition forms a batch; the broker
+judges the batch as a whole (size, timestamp, authorization), as a real broker does. Each topic
+has ``partitions`` partitions (the sink picks them by key). The idempotent sequence is modelled
+per producer and partition, as Kafka does it: after a non-retriable refusal in a partition where
+the producer already wrote, its later batches there fail with OutOfOrderSequenceNumber until the
+producer is replaced; in a partition where it never wrote the broker has no state for it and
+accepts the next batch despite the gap (Kafka >= 2.5: an unknown producer may start at any
+sequence).
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ class Sent:
     headers: dict[str, bytes]
     timestamp_ms: int
     producer: int
+    partition: int = 0
 
 
 @dataclass
@@ -54,6 +58,7 @@ class FakeBroker:
     batches: list[list[bytes]] = field(default_factory=list)
     producers: list[FakeProducer] = field(default_factory=list)
     refresh_counter: int = 1
+    partitions: int = 1
 
     def producer(self) -> FakeProducer:
         producer = FakeProducer(self, len(self.producers))
@@ -69,15 +74,16 @@ class FakeBroker:
             return
         self.batches.append([s.value for s, _ in batch])
         exc = self._verdict(producer, topic, batch)
+        tp = (topic, batch[0][0].partition)
         if exc is None:
-            producer.wrote.add(topic)
+            producer.wrote.add(tp)
             for sent, fut in batch:
                 self.stored.append(sent)
                 if not fut.done():
                     fut.set_result(None)
             return
-        if not exc.retriable and topic in producer.wrote:
-            producer.gaps.add(topic)
+        if not exc.retriable and tp in producer.wrote:
+            producer.gaps.add(tp)
         for _, fut in batch:
             if not fut.done():
                 fut.set_exception(exc)
@@ -87,7 +93,7 @@ class FakeBroker:
     ) -> BaseException | None:
         if self.inject:
             return self.inject.pop(0)
-        if topic in producer.gaps:
+        if (topic, batch[0][0].partition) in producer.gaps:
             return kafka_errors.OutOfOrderSequenceNumber()
         if topic in self.write_denied:
             return kafka_errors.TopicAuthorizationFailedError()
@@ -120,8 +126,11 @@ class FakeCluster:
     def partitions_for_topic(self, topic: str) -> set[int] | None:
         self.unauthorized_topics = set(self._broker.unauthorized)
         if topic in self._broker.topics and topic not in self._broker.unauthorized:
-            return {0}
+            return set(range(self._broker.partitions))
         return None
+
+    def available_partitions_for_topic(self, topic: str) -> set[int]:
+        return self.partitions_for_topic(topic) or set()
 
 
 class FakeClient:
@@ -175,8 +184,8 @@ class FakeProducer:
         self.client = FakeClient(broker)
         self.open_batch: list[tuple[Sent, Any]] = []
         self.held: list[tuple[str, list[tuple[Sent, Any]]]] = []
-        self.wrote: set[str] = set()
-        self.gaps: set[str] = set()
+        self.wrote: set[tuple[str, int]] = set()
+        self.gaps: set[tuple[str, int]] = set()
         self.stopped = False
         self._flush_scheduled = False
         self._sender = FakeSender()
@@ -198,13 +207,14 @@ class FakeProducer:
         if pending:
             await asyncio.wait(pending)
 
-    async def send(
+    async def send(  # noqa: PLR0913, PLR0917 - aiokafka's signature
         self,
         topic: str,
         value: bytes | None = None,
         key: bytes | None = None,
         headers: list[tuple[str, bytes]] | None = None,
         timestamp_ms: int | None = None,
+        partition: int | None = None,
     ) -> asyncio.Future[Any]:
         if self.stopped:
             raise kafka_errors.ProducerClosed
@@ -212,7 +222,8 @@ class FakeProducer:
         if len(value) > self._broker.max_request_bytes:
             raise kafka_errors.MessageSizeTooLargeError("larger than max_request_size")
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        sent = Sent(topic, key, value, dict(headers or []), timestamp_ms or 0, self.number)
+        part = partition or 0
+        sent = Sent(topic, key, value, dict(headers or []), timestamp_ms or 0, self.number, part)
         self.open_batch.append((sent, fut))
         if not self._flush_scheduled:
             self._flush_scheduled = True
@@ -224,10 +235,10 @@ class FakeProducer:
     def _deliver(self) -> None:
         self._flush_scheduled = False
         batch, self.open_batch = self.open_batch, []
-        by_topic: dict[str, list[tuple[Sent, Any]]] = {}
+        by_tp: dict[tuple[str, int], list[tuple[Sent, Any]]] = {}
         for item in batch:
-            by_topic.setdefault(item[0].topic, []).append(item)
-        for topic, items in by_topic.items():
+            by_tp.setdefault((item[0].topic, item[0].partition), []).append(item)
+        for (topic, _), items in by_tp.items():
             self._broker.judge(self, topic, items)
 
 
