@@ -245,6 +245,10 @@ class KafkaSink:
         try:
             async with asyncio.timeout(self._settings.request_timeout_secs):
                 await producer.start()
+        except asyncio.CancelledError:
+            # Cancelled mid-start (shutdown): never leave a half-started producer running.
+            await asyncio.shield(force_shutdown(producer))
+            raise
         except (TimeoutError, kafka_errors.KafkaError, OSError) as exc:
             # A producer whose start() failed hangs on send (aiokafka #759): never reuse it.
             await self._stop_bounded(producer, self._settings.stop_timeout_secs)
@@ -480,6 +484,8 @@ async def force_shutdown(producer: AIOKafkaProducer) -> None:
         await asyncio.wait([task], timeout=FORCED_SHUTDOWN_SECS)
         if task.done() and not task.cancelled():
             task.exception()
+    if getattr(producer, "_closed", None) is False:
+        producer._closed = True  # noqa: SLF001 - it is shut down: no "Unclosed" warning at exit
 
 
 def _retrieve(fut: asyncio.Future[Any]) -> None:

@@ -53,6 +53,7 @@ class FakeBroker:
     one_record_batches: bool = False
     acking: bool = True
     stop_hangs: bool = False
+    start_hangs: bool = False
     inject: list[BaseException] = field(default_factory=list)
     stored: list[Sent] = field(default_factory=list)
     batches: list[list[bytes]] = field(default_factory=list)
@@ -192,6 +193,8 @@ class FakeProducer:
         self._message_accumulator = FakeAccumulator(self)
 
     async def start(self) -> None:
+        if self._broker.start_hangs:
+            await asyncio.Event().wait()
         if not self._broker.reachable:
             raise kafka_errors.KafkaConnectionError("unreachable")
 

@@ -153,6 +153,22 @@ async def test_sink_reset_shuts_a_hung_producer_down_by_force():
     assert not sink.is_open
 
 
+async def test_sink_open_cancelled_mid_start_leaves_no_producer_running():
+    """Shutdown cancelling open() while start() hangs: that producer is shut down, not orphaned."""
+    broker = FakeBroker(start_hangs=True)
+    sink = make_sink(broker)
+    opening = asyncio.create_task(sink.open())
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    opening.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await opening
+    producer = broker.producers[0]
+    assert producer._sender.sender_task.cancelled()
+    assert producer.client.closed
+    assert not sink.is_open
+
+
 async def test_sink_close_is_bounded_while_kafka_does_not_answer():
     """close() with unacknowledged records and a hanging stop() ends within its timeout."""
     broker = FakeBroker(stop_hangs=True, acking=False)
