@@ -118,7 +118,6 @@ class Simulator:
         start = time.monotonic()
         backoff = Backoff(0.2, 2.0)
         while not all(self._done(i) for i in indexes):
-            failed = False
             try:
                 async with (
                     aiomqtt.Client(s.host, s.port, max_inflight_messages=1000) as client,
@@ -128,13 +127,6 @@ class Simulator:
                     for index in indexes:
                         tg.create_task(self._device(client, index, start), name=f"sim-{index}")
             except* aiomqtt.MqttError:
-                failed = True
-            # Cancelled while a publish failed: the task group then raises the MqttError and
-            # the cancellation is spent. Honour it, or a cancelled simulator publishes forever.
-            current = asyncio.current_task()
-            if current is not None and current.cancelling():
-                raise asyncio.CancelledError
-            if failed:
                 self.reconnects += 1
                 await asyncio.sleep(backoff.next_delay())
 
