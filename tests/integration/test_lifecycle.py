@@ -87,7 +87,9 @@ async def test_lifecycle_kafka_outage_gives_one_lost_and_one_restored_event_with
         await asyncio.to_thread(kafka.start_node, 1)
         await asyncio.to_thread(agent.wait_for_log, "Uplink backlog drained", 120)
         drained_seen_at = time.monotonic()  # the agent noticed the restore before this
-        publishing.cancel()
+        sim.stop()  # not cancel(): a publish failing mid-cancel would swallow it (3.11)
+        async with asyncio.timeout(60):
+            await publishing
     assert await asyncio.to_thread(agent.terminate) == 0
 
     events = await _events(kafka, agent, expected=6)

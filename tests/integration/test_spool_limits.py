@@ -107,7 +107,9 @@ async def test_spool_drop_newest_refuses_new_blocks_and_counts_exactly_what_is_m
     assert len(got) + dropped // 2 == TOTAL  # every reading delivered or counted (raw + norm)
     seqs = _seqs(got)
     assert all(0 in s for s in seqs.values())  # the first readings were kept
-    assert not any(PER_DEVICE - 1 in s for s in seqs.values())  # the newest were refused
+    # The newest were refused. Not all of them by necessity: a group that does not fit is
+    # refused, and a smaller later group (the stream's tail trickles in) may still fit.
+    assert sum(PER_DEVICE - 1 in s for s in seqs.values()) < DEVICES
 
 
 async def test_spool_drop_oldest_makes_room_and_counts_exactly_what_is_missing(
