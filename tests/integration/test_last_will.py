@@ -16,6 +16,8 @@ import sys
 import time
 from collections import defaultdict
 
+import aiomqtt
+
 from tests.infra import KafkaCluster, Mosquitto
 from tests.support.agent import AgentProcess
 from tests.support.kafka import consume_all, create_topic
@@ -61,6 +63,16 @@ def _wait_for_log(agent: AgentProcess, text: str, timeout_s: float) -> None:
         time.sleep(0.002)
 
 
+async def _wait_for_wills(observer: aiomqtt.Client, names: set[str], timeout_s: float) -> None:
+    """Until the broker has published the wills of all ``names`` (topic ``.../<name>/status``)."""
+    seen: set[str] = set()
+    async with asyncio.timeout(timeout_s):
+        async for message in observer.messages:
+            seen.add(str(message.topic).split("/")[-2])
+            if names <= seen:
+                return
+
+
 async def test_last_will_survives_sigkill_of_the_agent_once_per_will_id(
     agent_factory, mosquitto: Mosquitto, kafka: KafkaCluster
 ):
@@ -81,17 +93,22 @@ async def test_last_will_survives_sigkill_of_the_agent_once_per_will_id(
     names = [f"dev-{i}" for i in range(10)]
     devices = {name: await asyncio.to_thread(_device, mosquitto, agent, name) for name in names}
 
-    # 1. The agent is SIGKILLed right after it took in a will (it logs it before the commit);
-    #    four more wills are on their way at that moment.
-    await asyncio.to_thread(_crash, devices["dev-0"])
-    await asyncio.to_thread(_wait_for_log, agent, "device_id=dev-0", 30)
-    for name in names[1:5]:
-        await asyncio.to_thread(_crash, devices[name])
-    await asyncio.to_thread(agent.kill)
-    # 2. Wills published while the agent is down wait in its broker session.
-    for name in names[5:]:
-        await asyncio.to_thread(_crash, devices[name])
-    await asyncio.sleep(1)
+    # An observer sees each will when the broker publishes it, so the test knows when the wills
+    # of step 2 are queued in the agent's session (no fixed sleep).
+    observer = aiomqtt.Client("127.0.0.1", mosquitto.port, identifier=f"{agent.name}-observer")
+    async with observer:
+        await observer.subscribe(f"{agent.topic_prefix}/+/status", qos=1)
+        # 1. The agent is SIGKILLed right after it took in a will (it logs it before the
+        #    commit); four more wills are on their way at that moment.
+        await asyncio.to_thread(_crash, devices["dev-0"])
+        await asyncio.to_thread(_wait_for_log, agent, "device_id=dev-0", 30)
+        for name in names[1:5]:
+            await asyncio.to_thread(_crash, devices[name])
+        await asyncio.to_thread(agent.kill)
+        # 2. Wills published while the agent is down wait in its broker session.
+        for name in names[5:]:
+            await asyncio.to_thread(_crash, devices[name])
+        await _wait_for_wills(observer, set(names[5:]), 30)
     await asyncio.to_thread(agent.start)
 
     records = await consume_all(
