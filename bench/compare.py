@@ -34,7 +34,7 @@ prints ingest and drain rates and writes a PNG (ingest rate, spool depth, drain 
 sampled from the agent's ``/metrics``) next to the numbers. What each system loses or duplicates
 when SIGKILLed: ``bench/kill_compare.py``.
 
-    .venv/bin/python bench/compare.py                           # all systems, ~5 min
+    .venv/bin/python bench/compare.py                           # all systems, ~3 min
     .venv/bin/python bench/compare.py --systems agent,telegraf --outage
     flock /tmp/bench.lock .venv/bin/python bench/compare.py     # on a shared machine
 
@@ -656,10 +656,12 @@ def write_plot(path: Path, samples: list[tuple[float, float, float, float]],
         return
     t = [s[0] for s in samples]
 
-    def rate(i: int) -> list[float]:
-        return [0.0] + [
-            (samples[k][i] - samples[k - 1][i]) / max(1e-6, samples[k][0] - samples[k - 1][0])
-            for k in range(1, len(samples))
+    def rate(i: int, window: int = 5) -> list[float]:
+        """Per-second rate of column ``i`` over the last ``window`` samples (0.5 s)."""
+        return [
+            (samples[k][i] - samples[max(0, k - window)][i])
+            / max(1e-6, samples[k][0] - samples[max(0, k - window)][0])
+            for k in range(len(samples))
         ]
 
     fig, ax = plt.subplots(figsize=(9, 4.5))

@@ -17,7 +17,7 @@ receipt), ``bridge`` (bench/peers/bridge.py) and ``agent`` (defaults: MQTT 5, fs
 Lost = published minus distinct (device, seq) in Kafka; duplicates = records minus distinct.
 It prints numbers; it asserts nothing (the agent's own kill tests under tests/ do).
 
-    .venv/bin/python bench/kill_compare.py                     # all systems, ~3 min
+    .venv/bin/python bench/kill_compare.py                     # all systems, ~2.5 min
     .venv/bin/python bench/kill_compare.py --systems telegraf,agent --messages 20000
 """
 
