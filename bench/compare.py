@@ -322,7 +322,8 @@ class System:
     def prepare(self) -> None:
         """Before the first start: write config files, create sessions."""
 
-    def start(self) -> None:
+    async def start(self) -> None:
+        """Start the process (it is ours to stop from here on) and wait for its ready line."""
         already = self.log.read_text(errors="replace") if self.log.exists() else ""
         self.proc = ManagedProcess(self.name, self.argv(), self.log)
         self.proc.start()
@@ -330,7 +331,7 @@ class System:
         while self.ready_line() not in self.log.read_text(errors="replace")[len(already) :]:
             if time.monotonic() > deadline or not self.proc.running:
                 raise SystemExit(f"{self.name} did not start:\n" + self.log.read_text()[-3000:])
-            time.sleep(0.05)
+            await asyncio.sleep(0.05)
 
     def stop(self) -> None:
         if self.proc is not None:
@@ -525,7 +526,7 @@ async def run_system(system: System, env: Env, files: list[Path], total: int) ->
     pubs = Publishers(env.mosquitto.port, system.prefix, args.devices)
     try:
         await asyncio.to_thread(system.prepare)
-        await asyncio.to_thread(system.start)
+        await system.start()
         pid = system.pid
         # 1. throughput
         cpu0, io0 = cpu_secs(pid), write_bytes(pid)

@@ -116,7 +116,7 @@ async def scenario(
     pubs = Publishers(env.mosquitto.port, system.prefix, env.args.devices)
     try:
         await asyncio.to_thread(system.prepare)
-        await asyncio.to_thread(system.start)
+        await system.start()
         if kafka_down:
             await probe.stop()
             await asyncio.to_thread(kafka.stop_node, 1)
@@ -129,10 +129,9 @@ async def scenario(
             await probe.start()
         else:
             pubs.start(files)
-            while await probe.readable() < total // 4:
-                await asyncio.sleep(0.02)
+            await probe.wait_readable(total // 4, 120)
             system.kill()
-        await asyncio.to_thread(system.start)
+        await system.start()
         await asyncio.to_thread(pubs.wait)
         await settle(probe, total, env.args.quiet_secs, 180)
     finally:
