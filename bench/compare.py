@@ -50,6 +50,7 @@ import logging
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -67,7 +68,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from agent.simulate import reading
 from tests.infra import KafkaCluster, Mosquitto
-from tests.infra._process import ManagedProcess, free_port, reap_stale
+from tests.infra._process import HARNESS_MARKER, ManagedProcess, free_port, reap_stale
 from tests.support.kafka import create_topic
 
 REPO = Path(__file__).resolve().parents[1]
@@ -750,12 +751,24 @@ def parse_args() -> argparse.Namespace:
     return args
 
 
+def stop_on_sigterm() -> None:
+    """SIGTERM cancels the run like Ctrl-C does, so every process it started is stopped.
+
+    The work directory's name carries the harness marker, so processes whose config lives in it
+    (agent, Telegraf) are also reaped by the next run if this one was SIGKILLed.
+    """
+    task = asyncio.current_task()
+    assert task is not None  # noqa: S101 - called from a coroutine
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
+
+
 async def main() -> None:
     logging.getLogger("aiokafka").setLevel(logging.CRITICAL)  # the outage is on purpose
+    stop_on_sigterm()
     args = parse_args()
     telegraf = build_telegraf() if "telegraf" in args.systems else None
     reap_stale()
-    work = Path(tempfile.mkdtemp(prefix="edge-agent-compare-"))
+    work = Path(tempfile.mkdtemp(prefix=f"{HARNESS_MARKER}-compare-"))
     mosquitto = Mosquitto()
     kafka = KafkaCluster.single()
     env = Env(work, mosquitto, kafka, args, telegraf)
@@ -797,4 +810,7 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    try:
+        asyncio.run(main())
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        sys.exit("interrupted; every process the bench started is stopped")

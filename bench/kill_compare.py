@@ -45,11 +45,12 @@ from compare import (
     Publishers,
     System,
     build_telegraf,
+    stop_on_sigterm,
     write_payloads,
 )
 
 from tests.infra import KafkaCluster, Mosquitto
-from tests.infra._process import reap_stale
+from tests.infra._process import HARNESS_MARKER, reap_stale
 from tests.support.kafka import create_topic
 
 KILL_SYSTEMS = ("telegraf", "telegraf-autoack", "bridge", "agent")
@@ -150,6 +151,7 @@ async def scenario(
 
 async def main() -> None:
     logging.getLogger("aiokafka").setLevel(logging.CRITICAL)  # the outage is on purpose
+    stop_on_sigterm()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--systems", default=",".join(KILL_SYSTEMS))
     parser.add_argument("--messages", type=int, default=30_000)
@@ -166,7 +168,7 @@ async def main() -> None:
     if telegraf is None:
         systems = [s for s in systems if not s.startswith("telegraf")]
     reap_stale()
-    work = Path(tempfile.mkdtemp(prefix="edge-agent-kill-"))
+    work = Path(tempfile.mkdtemp(prefix=f"{HARNESS_MARKER}-kill-"))
     mosquitto = Mosquitto()
     kafka = KafkaCluster.single()
     env = Env(work, mosquitto, kafka, args, telegraf)
@@ -191,4 +193,7 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    try:
+        asyncio.run(main())
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        sys.exit("interrupted; every process the bench started is stopped")
