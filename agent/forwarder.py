@@ -360,7 +360,10 @@ class Forwarder:
                 if part is not None and not self._may_send((outgoing.topic, part)):
                     return False  # an older record of its partition is being tried first
                 try:
-                    fut = await self._sink.send(outgoing, solo=slot.solo, partition=part)
+                    if part is None or slot.solo:
+                        fut = await self._sink.send(outgoing, solo=slot.solo, partition=part)
+                    else:
+                        fut = self._sink.stage(outgoing, part)  # submitted when the series ends
                 except RecordRefusedError as exc:
                     self._settle(slot, exc.reason, exc.detail)
                     continue
