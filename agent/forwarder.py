@@ -352,18 +352,19 @@ class Forwarder:
         """Hand the delivery's waiting records to the producer; False when it took no more."""
         if not delivery.needs_send:
             return True
+        delivery.started()
+        clock, sink, established = self._clock, self._sink, self._established
         for slot in delivery.slots:
             while slot.to_send:  # a copy refused at send is dropped; the loop ends either way
-                delivery.started()
-                outgoing = self._clock.stamp(slot.outgoing())
-                part = self._sink.partition(outgoing)
+                outgoing = clock.stamp(slot.outgoing())
+                part = sink.partition(outgoing)
                 if part is not None and not self._may_send((outgoing.topic, part)):
                     return False  # an older record of its partition is being tried first
                 try:
                     if part is None or slot.solo:
-                        fut = await self._sink.send(outgoing, solo=slot.solo, partition=part)
+                        fut = await sink.send(outgoing, solo=slot.solo, partition=part)
                     else:
-                        fut = self._sink.stage(outgoing, part)  # submitted when the series ends
+                        fut = sink.stage(outgoing, part)  # submitted when the series ends
                 except RecordRefusedError as exc:
                     self._settle(slot, exc.reason, exc.detail)
                     continue
@@ -373,8 +374,8 @@ class Forwarder:
                 except ProducerFaultError as exc:
                     raise _ProducerBrokenError(delivery, slot) from exc
                 slot.partition = part
-                slot.mark_sent(fut, outgoing, self._clock.generation)
-                if part is not None and (outgoing.topic, part) not in self._established:
+                slot.mark_sent(fut, outgoing, clock.generation)
+                if part is not None and (outgoing.topic, part) not in established:
                     self._probes[outgoing.topic, part] = (slot, fut)
         delivery.needs_send = False
         return True
@@ -461,14 +462,23 @@ class Forwarder:
                 that everything is sent again in window order.
         """
         self._suspect_round = None
+        acked = None  # the last future seen acknowledged (records of a batch share one)
         for slot in delivery.slots:
             fut = slot.future
-            if not slot.in_flight or fut is None or not fut.done():
+            if fut is None or not slot.in_flight:
                 continue
-            exc: BaseException | None = (
-                ProducerFaultError("A send was cancelled.") if fut.cancelled() else fut.exception()
-            )
+            if fut is not acked:
+                if not fut.done():
+                    continue
+                exc: BaseException | None = (
+                    ProducerFaultError("A send was cancelled.")
+                    if fut.cancelled()
+                    else fut.exception()
+                )
+            else:
+                exc = None
             if exc is None:
+                acked = fut
                 slot.future = None
                 slot.state = (
                     SlotState.DELIVERED if slot.state is SlotState.SENT else SlotState.SETTLED

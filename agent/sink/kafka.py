@@ -189,7 +189,11 @@ class KafkaSink:
         self._missing: dict[str, tuple[object, float | None]] = {}
         self._in_series = False
         self._partitioner = DefaultPartitioner()
-        self._key_hashes: dict[bytes, int] = {}  # murmur2 of a key, as the partitioner takes it
+        # Per topic, its partitions (sorted) and the partition of each key seen (the pure-Python
+        # murmur2 once per key); ``_checked`` holds the topics checked against the metadata in
+        # the current series.
+        self._key_parts: dict[str, tuple[list[int], dict[bytes, int]]] = {}
+        self._checked: dict[str, tuple[list[int], dict[bytes, int]]] = {}
         self._open_batches: dict[tuple[str, int], _StagedBatch] = {}  # still taking records
         self._staged: deque[_StagedBatch] = deque()  # not yet submitted, in staging order
         self.resets = 0
@@ -347,28 +351,42 @@ class KafkaSink:
 
     # ------------------------------------------------------------------ sending
     def partition(self, record: Record) -> int | None:
-        """The partition ``record`` goes to, or None while its topic has no metadata."""
-        producer = self._producer
-        if producer is None:
-            return None
-        cluster = producer.client.cluster
-        every = cluster.partitions_for_topic(record.topic)
-        if not every:
-            return None
-        key = record.key
-        if key is None:  # the partitioner picks an available partition at random
-            available = list(cluster.available_partitions_for_topic(record.topic)) or list(every)
-            part: int = self._partitioner(key, sorted(every), available)
-            return part
-        # The partitioner's rule for a key (sorted(every)[murmur2(key) % n]), with the pure-Python
-        # murmur2 computed once per key.
-        hashed = self._key_hashes.get(key)
-        if hashed is None:
-            if len(self._key_hashes) >= _MAX_CACHED_KEYS:
-                self._key_hashes.clear()
-            hashed = self._key_hashes[key] = murmur2(key) & 0x7FFFFFFF
-        ordered: list[int] = sorted(every)
-        return ordered[hashed % len(ordered)]
+        """The partition ``record`` goes to, or None while its topic has no metadata.
+
+        The producer's default partitioner: ``sorted(partitions)[murmur2(key) % n]`` for a key,
+        a random available partition without one. Within a :meth:`series` a topic's partitions
+        are read from the metadata once (Kafka only ever adds partitions).
+        """
+        topic, key = record.topic, record.key
+        known = self._checked.get(topic)
+        if known is None:
+            producer = self._producer
+            if producer is None:
+                return None
+            cluster = producer.client.cluster
+            every = cluster.partitions_for_topic(topic)
+            if not every:
+                return None
+            if key is None:
+                available = list(cluster.available_partitions_for_topic(topic)) or list(every)
+                part: int = self._partitioner(key, sorted(every), available)
+                return part
+            ordered = sorted(every)
+            known = self._key_parts.get(topic)
+            if known is None or known[0] != ordered:
+                known = self._key_parts[topic] = (ordered, {})
+            if self._in_series:
+                self._checked[topic] = known
+        elif key is None:
+            self._checked.pop(topic)  # the random choice wants the available partitions
+            return self.partition(record)
+        ordered, by_key = known
+        cached = by_key.get(key)
+        if cached is None:
+            if len(by_key) >= _MAX_CACHED_KEYS:
+                by_key.clear()
+            cached = by_key[key] = ordered[(murmur2(key) & 0x7FFFFFFF) % len(ordered)]
+        return cached
 
     def stage(self, record: Record, partition: int) -> asyncio.Future[Any]:
         """Append ``record`` to the staged batch of its partition; return that batch's future.
@@ -522,6 +540,7 @@ class KafkaSink:
             yield
             return
         self._in_series = True
+        self._checked.clear()
         try:
             async with asyncio.timeout(self._settings.request_timeout_secs):
                 yield
