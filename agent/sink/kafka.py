@@ -458,11 +458,11 @@ class KafkaSink:
                 inner = await producer.send_batch(
                     batch.builder, batch.topic, partition=batch.partition
                 )
-            except kafka_errors.KafkaTimeoutError as exc:
-                self.mark_down("no room in the producer: brokers are not acknowledging")
-                raise RetryableError("Kafka did not take records in time.") from exc
             except kafka_errors.KafkaError as exc:
-                staged.popleft()
+                if exc.retriable:  # e.g. KafkaTimeoutError: it stays first in line
+                    self.mark_down("no room in the producer: brokers are not acknowledging")
+                    raise RetryableError("Kafka did not take records in time.") from exc
+                staged.popleft()  # the producer is closed or failed: the forwarder resets it
                 if not batch.future.done():
                     batch.future.set_exception(exc)
                 continue
@@ -533,8 +533,9 @@ class KafkaSink:
 
         A timer per send costs a third of the hot path; the forwarder wraps each round of sends
         in one series instead. When the series ends without an error, the staged batches are
-        submitted (within the same deadline). The deadline passing raises RetryableError (uplink
-        down).
+        submitted (within the same deadline), also when the caller stalls with RetryableError
+        (a topic without metadata yet); not when a producer fault ends it (the producer is
+        replaced). The deadline passing raises RetryableError (uplink down).
         """
         if self._in_series:
             yield
@@ -543,13 +544,18 @@ class KafkaSink:
         self._checked.clear()
         try:
             async with asyncio.timeout(self._settings.request_timeout_secs):
-                yield
+                try:
+                    yield
+                except RetryableError:  # the caller stalls: what it staged goes out first
+                    await self._submit_staged()
+                    raise
                 await self._submit_staged()
         except TimeoutError as exc:
             self.mark_down("no room in the producer: brokers are not acknowledging")
             raise RetryableError("Kafka did not take records in time.") from exc
         finally:
             self._in_series = False
+            self._checked.clear()
 
     async def _send_unbounded(
         self, producer: AIOKafkaProducer, record: Record, *, solo: bool, partition: int | None
