@@ -14,6 +14,12 @@ Contract:
   stream. A broker refusal in an established partition replaces the producer before anything
   is sent there again (the gap makes a reset inevitable; it is not counted against the block),
   and the window is resent in spool order.
+- Records go out in batches: each round of sends stages a partition's records into one batch
+  (:meth:`KafkaSink.stage <agent.sink.kafka.KafkaSink.stage>`), and the records of a batch share
+  its future, so one acknowledgement settles them all; a failed batch gives each of its records
+  the broker's error, and each record's slot takes it from there exactly as for a record sent
+  alone (split, settle, learn the clock, reset). A record that must go alone (after a refusal
+  in a shared batch) or whose topic has no metadata yet is sent with its own future.
 - Every record ends in exactly one of: **delivered** (acknowledged with ``acks=all``), **DLQ**
   (Kafka refused it for good; a copy with the payload cut to ``kafka.dlq_max_payload_bytes``,
   the original headers and ``dlq-reason``/``dlq-detail`` was acknowledged on the DLQ topic), or

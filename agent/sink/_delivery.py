@@ -49,7 +49,8 @@ class Slot:
     Attributes:
         record: The record as spooled.
         state: Where it stands.
-        future: The send future of the last send (the record or its dead-letter copy).
+        future: The future of the last send (the record or its dead-letter copy): its batch's,
+            shared with the other records of that batch, or its own for a record sent alone.
         sent: The record exactly as last sent (timestamp corrected).
         clock_generation: The clock correction generation it was last sent under.
         solo: Send it alone in a batch (a batch-level refusal hit it in a shared batch).
