@@ -14,6 +14,12 @@ Contract:
   stream. A broker refusal in an established partition replaces the producer before anything
   is sent there again (the gap makes a reset inevitable; it is not counted against the block),
   and the window is resent in spool order.
+- Records go out in batches: each round of sends stages a partition's records into one batch
+  (:meth:`KafkaSink.stage <agent.sink.kafka.KafkaSink.stage>`), and the records of a batch share
+  its future, so one acknowledgement settles them all; a failed batch gives each of its records
+  the broker's error, and each record's slot takes it from there exactly as for a record sent
+  alone (split, settle, learn the clock, reset). A record that must go alone (after a refusal
+  in a shared batch) or whose topic has no metadata yet is sent with its own future.
 - Every record ends in exactly one of: **delivered** (acknowledged with ``acks=all``), **DLQ**
   (Kafka refused it for good; a copy with the payload cut to ``kafka.dlq_max_payload_bytes``,
   the original headers and ``dlq-reason``/``dlq-detail`` was acknowledged on the DLQ topic), or
@@ -352,15 +358,19 @@ class Forwarder:
         """Hand the delivery's waiting records to the producer; False when it took no more."""
         if not delivery.needs_send:
             return True
+        delivery.started()
+        clock, sink, established = self._clock, self._sink, self._established
         for slot in delivery.slots:
             while slot.to_send:  # a copy refused at send is dropped; the loop ends either way
-                delivery.started()
-                outgoing = self._clock.stamp(slot.outgoing())
-                part = self._sink.partition(outgoing)
+                outgoing = clock.stamp(slot.outgoing())
+                part = sink.partition(outgoing)
                 if part is not None and not self._may_send((outgoing.topic, part)):
                     return False  # an older record of its partition is being tried first
                 try:
-                    fut = await self._sink.send(outgoing, solo=slot.solo, partition=part)
+                    if part is None or slot.solo:
+                        fut = await sink.send(outgoing, solo=slot.solo, partition=part)
+                    else:
+                        fut = sink.stage(outgoing, part)  # submitted when the series ends
                 except RecordRefusedError as exc:
                     self._settle(slot, exc.reason, exc.detail)
                     continue
@@ -370,8 +380,8 @@ class Forwarder:
                 except ProducerFaultError as exc:
                     raise _ProducerBrokenError(delivery, slot) from exc
                 slot.partition = part
-                slot.mark_sent(fut, outgoing, self._clock.generation)
-                if part is not None and (outgoing.topic, part) not in self._established:
+                slot.mark_sent(fut, outgoing, clock.generation)
+                if part is not None and (outgoing.topic, part) not in established:
                     self._probes[outgoing.topic, part] = (slot, fut)
         delivery.needs_send = False
         return True
@@ -458,14 +468,23 @@ class Forwarder:
                 that everything is sent again in window order.
         """
         self._suspect_round = None
+        acked = None  # the last future seen acknowledged (records of a batch share one)
         for slot in delivery.slots:
             fut = slot.future
-            if not slot.in_flight or fut is None or not fut.done():
+            if fut is None or not slot.in_flight:
                 continue
-            exc: BaseException | None = (
-                ProducerFaultError("A send was cancelled.") if fut.cancelled() else fut.exception()
-            )
+            if fut is not acked:
+                if not fut.done():
+                    continue
+                exc: BaseException | None = (
+                    ProducerFaultError("A send was cancelled.")
+                    if fut.cancelled()
+                    else fut.exception()
+                )
+            else:
+                exc = None
             if exc is None:
+                acked = fut
                 slot.future = None
                 slot.state = (
                     SlotState.DELIVERED if slot.state is SlotState.SENT else SlotState.SETTLED

@@ -49,7 +49,8 @@ class Slot:
     Attributes:
         record: The record as spooled.
         state: Where it stands.
-        future: The send future of the last send (the record or its dead-letter copy).
+        future: The future of the last send (the record or its dead-letter copy): its batch's,
+            shared with the other records of that batch, or its own for a record sent alone.
         sent: The record exactly as last sent (timestamp corrected).
         clock_generation: The clock correction generation it was last sent under.
         solo: Send it alone in a batch (a batch-level refusal hit it in a shared batch).
@@ -142,7 +143,11 @@ class Delivery:
     @property
     def complete(self) -> bool:
         """Every record delivered, settled or dropped."""
-        return all(slot.final for slot in self.slots)
+        for slot in self.slots:
+            state = slot.state
+            if not (state is _DELIVERED or state is _SETTLED or state is _DROPPED):
+                return False
+        return True
 
     @property
     def fully_enqueued(self) -> bool:
@@ -155,8 +160,18 @@ class Delivery:
             self.enqueued_at = time.monotonic()
 
     def pending_futures(self) -> list[asyncio.Future[Any]]:
-        """Futures of in-flight slots that have no outcome yet."""
-        return [s.future for s in self.slots if s.in_flight and s.future and not s.future.done()]
+        """Futures of in-flight slots that have no outcome yet (a batch's future once)."""
+        pending: list[asyncio.Future[Any]] = []
+        last = None
+        for slot in self.slots:
+            fut = slot.future
+            if fut is None or fut is last:
+                continue
+            state = slot.state
+            if (state is _SENT or state is _SETTLE_SENT) and not fut.done():
+                pending.append(fut)
+                last = fut
+        return pending
 
     def abandon(self) -> None:
         """The producer is gone: every slot still in flight is sent again.

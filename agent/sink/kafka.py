@@ -5,9 +5,19 @@ Contract (the forwarder relies on each point):
 - A record counts as delivered only when its send future resolved, i.e. the partition leader
   acknowledged it with ``acks=all`` (every in-sync replica has it, at least
   ``min.insync.replicas``).
-- Records are handed over one at a time with :meth:`KafkaSink.send`, in the caller's order and
-  keyed by device id, so the producer's partitioner sends each device to one partition and the
-  idempotent producer keeps their order across its own retries.
+- Records are handed over in the caller's order, keyed by device id, to the partition
+  :meth:`KafkaSink.partition` names, so each device goes to one partition and the idempotent
+  producer keeps their order across its own retries. Two ways:
+
+  - :meth:`KafkaSink.stage` (the hot path) appends the record to a batch of its partition that
+    the sink builds itself (aiokafka's ``create_batch``/``send_batch``: no per-record future,
+    key serialisation or accumulator lookup) and returns that *batch's* future, shared by its
+    records: one outcome for all of them, as the broker judges a batch as a whole. Staged
+    batches are submitted, in staging order, when the :meth:`KafkaSink.series` ends (and
+    before any :meth:`KafkaSink.send`), so nothing sent later overtakes them. A series whose
+    deadline passes mid-submission keeps the rest staged, in order, for the next series.
+  - :meth:`KafkaSink.send` hands over one record with its own future (a solo send, or a topic
+    without metadata yet).
 - ``send`` never waits longer than ``request_timeout_secs`` (one deadline for a whole
   :meth:`KafkaSink.series` of sends). It raises
   :class:`~agent.errors.RetryableError` while Kafka is unreachable (nothing is dropped; the uplink
@@ -23,7 +33,8 @@ Contract (the forwarder relies on each point):
   knows which records share a partition (it keeps their order through refusals).
 - :meth:`KafkaSink.reset` and :meth:`KafkaSink.close` finish within their deadlines; a producer
   that does not stop in time is shut down by force (sender task cancelled, connections closed,
-  its pending futures failed), so it never keeps running next to its replacement.
+  its pending futures failed), so it never keeps running next to its replacement. Batches still
+  staged then fail with ``ProducerClosed`` (their records stay in the spool).
 """
 
 from __future__ import annotations
@@ -33,12 +44,14 @@ import contextlib
 import logging
 import ssl
 import time
+from collections import deque
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
 from aiokafka import AIOKafkaProducer
 from aiokafka import errors as kafka_errors
-from aiokafka.partitioner import DefaultPartitioner
+from aiokafka.partitioner import DefaultPartitioner, murmur2
+from aiokafka.record.default_records import DefaultRecordBatchBuilder
 
 from agent.errors import AgentError, PermanentError, RetryableError
 from agent.sink._delivery import Delivery, Slot, SlotState
@@ -46,6 +59,8 @@ from agent.sink._faults import SettleReason, describe
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable, Iterable
+
+    from aiokafka.producer.message_accumulator import BatchBuilder
 
     from agent.model import Record
     from agent.sink.settings import KafkaSettings
@@ -66,6 +81,8 @@ _log = logging.getLogger(__name__)
 
 FORCED_SHUTDOWN_SECS: Final = 1.0
 """How long a forced shutdown waits for the sender task and the connections to go."""
+_MAX_CACHED_KEYS: Final = 100_000
+"""Keys whose murmur2 hash is remembered (one per device); the cache restarts beyond that."""
 
 
 class RecordRefusedError(PermanentError):
@@ -110,6 +127,36 @@ class UplinkState:
     reason: str = ""
 
 
+class _StagedBatch:
+    """Records of one partition in one aiokafka batch, and the future they share."""
+
+    __slots__ = ("builder", "future", "partition", "topic")
+
+    def __init__(
+        self, topic: str, partition: int, builder: BatchBuilder, future: asyncio.Future[Any]
+    ) -> None:
+        self.topic = topic
+        self.partition = partition
+        self.builder = builder
+        self.future = future
+
+    def settle(self, inner: asyncio.Future[Any]) -> None:
+        """Pass the producer's outcome for the batch on to the records' shared future."""
+        fut = self.future
+        if fut.done():
+            if not inner.cancelled():
+                inner.exception()
+            return
+        if inner.cancelled():
+            fut.cancel()
+            return
+        exc = inner.exception()
+        if exc is None:
+            fut.set_result(None)
+        else:
+            fut.set_exception(exc)
+
+
 class KafkaSink:
     """Owns the aiokafka producer; see the module docstring for the contract."""
 
@@ -142,6 +189,13 @@ class KafkaSink:
         self._missing: dict[str, tuple[object, float | None]] = {}
         self._in_series = False
         self._partitioner = DefaultPartitioner()
+        # Per topic, its partitions (sorted) and the partition of each key seen (the pure-Python
+        # murmur2 once per key); ``_checked`` holds the topics checked against the metadata in
+        # the current series.
+        self._key_parts: dict[str, tuple[list[int], dict[bytes, int]]] = {}
+        self._checked: dict[str, tuple[list[int], dict[bytes, int]]] = {}
+        self._open_batches: dict[tuple[str, int], _StagedBatch] = {}  # still taking records
+        self._staged: deque[_StagedBatch] = deque()  # not yet submitted, in staging order
         self.resets = 0
 
     # ------------------------------------------------------------------ state
@@ -270,11 +324,13 @@ class KafkaSink:
         """
         producer, self._producer = self._producer, None
         self.resets += 1
+        self._drop_staged()
         if producer is not None:
             await self._stop_bounded(producer, self._settings.stop_timeout_secs)
 
     async def close(self, timeout_secs: float = 5.0) -> None:
         """Flush and stop the producer within ``timeout_secs`` (then shut it down by force)."""
+        self._drop_staged()
         producer, self._producer = self._producer, None
         if producer is None:
             return
@@ -295,17 +351,132 @@ class KafkaSink:
 
     # ------------------------------------------------------------------ sending
     def partition(self, record: Record) -> int | None:
-        """The partition ``record`` goes to, or None while its topic has no metadata."""
+        """The partition ``record`` goes to, or None while its topic has no metadata.
+
+        The producer's default partitioner: ``sorted(partitions)[murmur2(key) % n]`` for a key,
+        a random available partition without one. Within a :meth:`series` a topic's partitions
+        are read from the metadata once (Kafka only ever adds partitions).
+        """
+        topic, key = record.topic, record.key
+        known = self._checked.get(topic)
+        if known is None:
+            producer = self._producer
+            if producer is None:
+                return None
+            cluster = producer.client.cluster
+            every = cluster.partitions_for_topic(topic)
+            if not every:
+                return None
+            if key is None:
+                available = list(cluster.available_partitions_for_topic(topic)) or list(every)
+                part: int = self._partitioner(key, sorted(every), available)
+                return part
+            ordered = sorted(every)
+            known = self._key_parts.get(topic)
+            if known is None or known[0] != ordered:
+                known = self._key_parts[topic] = (ordered, {})
+            if self._in_series:
+                self._checked[topic] = known
+        elif key is None:
+            self._checked.pop(topic)  # the random choice wants the available partitions
+            return self.partition(record)
+        ordered, by_key = known
+        cached = by_key.get(key)
+        if cached is None:
+            if len(by_key) >= _MAX_CACHED_KEYS:
+                by_key.clear()
+            cached = by_key[key] = ordered[(murmur2(key) & 0x7FFFFFFF) % len(ordered)]
+        return cached
+
+    def stage(self, record: Record, partition: int) -> asyncio.Future[Any]:
+        """Append ``record`` to the staged batch of its partition; return that batch's future.
+
+        Args:
+            record: The record exactly as it must be produced.
+            partition: Its partition, from :meth:`partition` (the topic has metadata).
+
+        Returns:
+            The future of the batch the record is in, shared with the other records of that
+            batch: it resolves when the broker acknowledged the batch or fails with the broker's
+            error for the whole batch. The batch is submitted when the series ends.
+
+        Raises:
+            RetryableError: No producer is open.
+            RecordRefusedError: The record is larger than ``max_request_size_bytes``.
+        """
         producer = self._producer
         if producer is None:
-            return None
-        cluster = producer.client.cluster
-        every = cluster.partitions_for_topic(record.topic)
-        if not every:
-            return None
-        available = list(cluster.available_partitions_for_topic(record.topic)) or list(every)
-        part: int = self._partitioner(record.key, sorted(every), available)
-        return part
+            raise RetryableError("The Kafka producer is not open.")
+        if self._missing:
+            self._missing.pop(record.topic, None)  # partition() found its metadata
+        key, value, headers = record.key, record.value, list(record.headers)
+        size = DefaultRecordBatchBuilder.estimate_size_in_bytes(key, value, headers)
+        if size > self._settings.max_request_size_bytes:
+            raise RecordRefusedError(
+                SettleReason.RECORD_TOO_LARGE,
+                f"MessageSizeTooLargeError: the record is {size} bytes when serialized, larger "
+                f"than max_request_size ({self._settings.max_request_size_bytes})",
+            )
+        tp = (record.topic, partition)
+        batch = self._open_batches.get(tp)
+        if batch is None:
+            batch = self._new_batch(producer, tp)
+        ts = record.timestamp_ms
+        if batch.builder.append(timestamp=ts, key=key, value=value, headers=headers) is None:
+            batch = self._new_batch(producer, tp)  # full: the builder closed itself
+            batch.builder.append(timestamp=ts, key=key, value=value, headers=headers)
+        return batch.future
+
+    def _new_batch(self, producer: AIOKafkaProducer, tp: tuple[str, int]) -> _StagedBatch:
+        batch = _StagedBatch(
+            tp[0], tp[1], producer.create_batch(), asyncio.get_running_loop().create_future()
+        )
+        self._open_batches[tp] = batch
+        self._staged.append(batch)
+        return batch
+
+    async def _submit_staged(self) -> None:
+        """Hand the staged batches to the producer, oldest first.
+
+        ``send_batch`` waits while the producer still holds an earlier batch of the partition
+        that its sender has not taken yet (one round trip at most). Cancelled meanwhile (the
+        series deadline), the rest stays staged in order. A producer that fails the submission
+        (closed) fails the batch's future: the forwarder resets it.
+        """
+        producer = self._producer
+        staged = self._staged
+        while staged:
+            batch = staged[0]
+            tp = (batch.topic, batch.partition)
+            if self._open_batches.get(tp) is batch:
+                del self._open_batches[tp]
+            batch.builder.close()  # its own batch: sent now, nothing else appended
+            if producer is None:
+                self._drop_staged()
+                return
+            try:
+                inner = await producer.send_batch(
+                    batch.builder, batch.topic, partition=batch.partition
+                )
+            except kafka_errors.KafkaError as exc:
+                if exc.retriable:  # e.g. KafkaTimeoutError: it stays first in line
+                    self.mark_down("no room in the producer: brokers are not acknowledging")
+                    raise RetryableError("Kafka did not take records in time.") from exc
+                staged.popleft()  # the producer is closed or failed: the forwarder resets it
+                if not batch.future.done():
+                    batch.future.set_exception(exc)
+                continue
+            staged.popleft()
+            inner.add_done_callback(batch.settle)
+
+    def _drop_staged(self) -> None:
+        """The producer is going: staged batches fail with ``ProducerClosed``."""
+        staged, self._staged = self._staged, deque()
+        self._open_batches.clear()
+        for batch in staged:
+            if not batch.future.done():
+                batch.future.set_exception(kafka_errors.ProducerClosed())
+                batch.future.add_done_callback(_retrieve)
 
     async def send(
         self, record: Record, *, solo: bool = False, partition: int | None = None
@@ -327,6 +498,12 @@ class KafkaSink:
             raise RetryableError("The Kafka producer is not open.")
         self._check_topic(producer, record.topic)
         try:
+            if self._staged:  # what was staged before goes first
+                if self._in_series:
+                    await self._submit_staged()
+                else:
+                    async with asyncio.timeout(self._settings.request_timeout_secs):
+                        await self._submit_staged()
             if self._in_series:
                 fut = await self._send_unbounded(producer, record, solo=solo, partition=partition)
             else:
@@ -352,23 +529,33 @@ class KafkaSink:
 
     @contextlib.asynccontextmanager
     async def series(self) -> AsyncIterator[None]:
-        """One ``request_timeout_secs`` deadline for a series of :meth:`send` calls.
+        """One ``request_timeout_secs`` deadline for a series of :meth:`send`/:meth:`stage` calls.
 
         A timer per send costs a third of the hot path; the forwarder wraps each round of sends
-        in one series instead. The deadline passing raises RetryableError (uplink down).
+        in one series instead. When the series ends without an error, the staged batches are
+        submitted (within the same deadline), also when the caller stalls with RetryableError
+        (a topic without metadata yet); not when a producer fault ends it (the producer is
+        replaced). The deadline passing raises RetryableError (uplink down).
         """
         if self._in_series:
             yield
             return
         self._in_series = True
+        self._checked.clear()
         try:
             async with asyncio.timeout(self._settings.request_timeout_secs):
-                yield
+                try:
+                    yield
+                except RetryableError:  # the caller stalls: what it staged goes out first
+                    await self._submit_staged()
+                    raise
+                await self._submit_staged()
         except TimeoutError as exc:
             self.mark_down("no room in the producer: brokers are not acknowledging")
             raise RetryableError("Kafka did not take records in time.") from exc
         finally:
             self._in_series = False
+            self._checked.clear()
 
     async def _send_unbounded(
         self, producer: AIOKafkaProducer, record: Record, *, solo: bool, partition: int | None

@@ -223,6 +223,27 @@ class _FakeClient:
         return fut
 
 
+class _FakeBatch:
+    """What ``create_batch`` returns: it takes records until closed."""
+
+    def __init__(self) -> None:
+        self.records: list[tuple[int, bytes | None, bytes | None, list[tuple[str, bytes]]]] = []
+
+    def append(
+        self,
+        *,
+        timestamp: int,
+        key: bytes | None,
+        value: bytes | None,
+        headers: list[tuple[str, bytes]],
+    ) -> object:
+        self.records.append((timestamp, key, value, headers))
+        return object()
+
+    def close(self) -> None:
+        return None
+
+
 class FakeProducer:
     """The part of ``AIOKafkaProducer`` the sink calls."""
 
@@ -244,6 +265,23 @@ class FakeProducer:
     async def flush(self) -> None:
         if self._kafka.mode == "stalled":
             await self._kafka.hang()
+
+    @staticmethod
+    def create_batch() -> _FakeBatch:
+        return _FakeBatch()
+
+    async def send_batch(self, batch: _FakeBatch, topic: str, *, partition: int) -> Any:
+        del partition
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        if self._kafka.mode == "up":
+            for timestamp, key, value, headers in batch.records:
+                self._kafka.produced.append(
+                    Produced(topic, key, value or b"", tuple(headers), timestamp)
+                )
+            fut.set_result(None)
+        else:
+            self._pending.append(fut)  # never acknowledged
+        return fut
 
     async def send(
         self,

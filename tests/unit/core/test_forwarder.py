@@ -82,6 +82,17 @@ async def test_forwarder_removes_blocks_only_after_every_record_is_acked():
     assert h.forwarder.stats.records_forwarded == 6
 
 
+async def test_forwarder_stalled_on_a_new_topic_still_hands_over_what_it_staged():
+    """A topic without metadata stops the round; the records staged before it go out at once."""
+    h = Harness([_block("a"), _block("x", topic="new")], sink={"ack_timeout_secs": 30})
+    async with h.running():
+        await until(lambda: h.spool.removed == [1], timeout_s=2)  # not after the ack timeout
+        h.broker.topics.add("new")
+        await until(h.drained)
+    assert h.broker.values("t") == [b"a"]
+    assert h.broker.values("new") == [b"x"]
+
+
 async def test_forwarder_waits_through_an_outage_without_resending():
     """While acks are missing nothing is sent twice and the producer is not replaced."""
     h = Harness([_block("a", "b"), _block("c")])

@@ -1,8 +1,11 @@
 """A fake Kafka for the sink and forwarder tests: the producer interface the sink uses
-(send/flush/stop/start/client), a broker that judges batches like Kafka does, and a spool.
+(send/create_batch/send_batch/flush/stop/start/client), a broker that judges batches like Kafka
+does, and a spool.
 
-Batching: every record sent in one event-loop turn to one partition forms a batch; the broker
-judges the batch as a whole (size, timestamp, authorization), as a real broker does. Each topic
+Batching: every record sent in one event-loop turn to one partition forms a batch, and every
+batch built with ``create_batch`` and handed over with ``send_batch`` is one batch (with
+``one_record_batches`` a built batch takes one record, like a full one); the broker judges the
+batch as a whole (size, timestamp, authorization), as a real broker does. Each topic
 has ``partitions`` partitions (the sink picks them by key). The idempotent sequence is modelled
 per producer and partition, as Kafka does it: after a non-retriable refusal in a partition where
 the producer already wrote, its later batches there fail with OutOfOrderSequenceNumber until the
@@ -174,6 +177,37 @@ class FakeAccumulator:
             if not fut.done():
                 fut.set_exception(exc)
         self._producer.open_batch = []
+        for _, batch in self._producer.submitted:
+            for _, fut in batch:
+                if not fut.done():
+                    fut.set_exception(exc)
+        self._producer.submitted = []
+
+
+class FakeBatchBuilder:
+    """What ``create_batch`` returns: records appended until it is closed (or "full")."""
+
+    def __init__(self, broker: FakeBroker) -> None:
+        self._broker = broker
+        self.records: list[tuple[int, bytes | None, bytes, list[tuple[str, bytes]]]] = []
+        self.closed = False
+
+    def append(
+        self,
+        *,
+        timestamp: int,
+        key: bytes | None,
+        value: bytes,
+        headers: list[tuple[str, bytes]],
+    ) -> object | None:
+        if self.closed or (self._broker.one_record_batches and self.records):
+            self.closed = True
+            return None
+        self.records.append((timestamp, key, value, headers))
+        return object()
+
+    def close(self) -> None:
+        self.closed = True
 
 
 class FakeProducer:
@@ -184,6 +218,7 @@ class FakeProducer:
         self.number = number
         self.client = FakeClient(broker)
         self.open_batch: list[tuple[Sent, Any]] = []
+        self.submitted: list[tuple[str, list[tuple[Sent, Any]]]] = []
         self.held: list[tuple[str, list[tuple[Sent, Any]]]] = []
         self.wrote: set[tuple[str, int]] = set()
         self.gaps: set[tuple[str, int]] = set()
@@ -235,8 +270,30 @@ class FakeProducer:
             await asyncio.sleep(0)
         return fut
 
+    def create_batch(self) -> FakeBatchBuilder:
+        return FakeBatchBuilder(self._broker)
+
+    async def send_batch(
+        self, batch: FakeBatchBuilder, topic: str, *, partition: int
+    ) -> asyncio.Future[Any]:
+        if self.stopped:
+            raise kafka_errors.ProducerClosed
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        items = [
+            (Sent(topic, key, value, dict(headers), ts, self.number, partition), fut)
+            for ts, key, value, headers in batch.records
+        ]
+        self.submitted.append((topic, items))
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._deliver)
+        return fut
+
     def _deliver(self) -> None:
         self._flush_scheduled = False
+        submitted, self.submitted = self.submitted, []
+        for topic, items in submitted:
+            self._broker.judge(self, topic, items)
         batch, self.open_batch = self.open_batch, []
         by_tp: dict[tuple[str, int], list[tuple[Sent, Any]]] = {}
         for item in batch:

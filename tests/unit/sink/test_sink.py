@@ -250,3 +250,43 @@ def test_dead_letter_copy_of_a_dead_letter_keeps_its_reason():
     assert headers["dlq-detail"] == b"payload is 1.5 MiB"
     assert headers["original-size"] == b"5000"
     assert len(copy.value) == 100
+
+
+async def test_sink_staged_records_share_one_batch_and_its_future():
+    """stage(): records of a partition form one batch, submitted when the series ends."""
+    broker = FakeBroker(partitions=3)
+    sink = make_sink(broker)
+    await sink.open()
+    records = [record(b"v%d" % i, key=b"dev-%d" % (i % 4)) for i in range(12)]
+    async with sink.series():
+        futures = [sink.stage(r, p) for r in records if (p := sink.partition(r)) is not None]
+        assert broker.batches == []  # nothing goes out before the series ends
+    await asyncio.wait(futures)
+    assert len(futures) == 12
+    assert len(set(map(id, futures))) == len(broker.batches) <= 3  # one per partition
+    assert sorted(v for batch in broker.batches for v in batch) == sorted(r.value for r in records)
+
+
+async def test_sink_partition_is_the_producers_default_partitioner():
+    """The sink's partition for a key is the one aiokafka's DefaultPartitioner picks."""
+    from aiokafka.partitioner import DefaultPartitioner  # noqa: PLC0415
+
+    broker = FakeBroker(partitions=7)
+    sink = make_sink(broker)
+    await sink.open()
+    default = DefaultPartitioner()
+    for i in range(500):
+        key = b"device-%d" % i
+        expected = default(key, list(range(7)), list(range(7)))
+        assert sink.partition(record(b"x", key=key)) == expected
+        assert sink.partition(record(b"y", key=key)) == expected  # cached
+
+
+async def test_sink_stage_refuses_a_record_over_the_request_size():
+    """A record larger than max_request_size_bytes is refused at stage(), like send() does."""
+    broker = FakeBroker()
+    sink = make_sink(broker, max_request_size_bytes=65_536)
+    await sink.open()
+    with pytest.raises(RecordRefusedError) as refused:
+        sink.stage(record(b"x" * 70_000), 0)
+    assert refused.value.reason is SettleReason.RECORD_TOO_LARGE
