@@ -78,7 +78,11 @@ class KafkaSettings(BaseModel):
         default=10,
         ge=0,
         le=10_000,
-        description="How long the producer waits to fill a batch.",
+        description=(
+            "How long the producer waits to fill a batch of records sent one by one (a record "
+            "retried alone after a refusal). The forwarder's own batches, one per partition "
+            "and send round, go out without waiting."
+        ),
         json_schema_extra={"reload": "restart"},
     )
     max_batch_size_bytes: int = Field(
