@@ -62,8 +62,8 @@ if TYPE_CHECKING:
     from typing import Any
 
     from agent.config import AgentSettings, Override, SettingsDiff
-    from agent.model import ReceivedMessage, Record, SpoolBlock
-    from agent.pipeline import PipelineSettings, Processed
+    from agent.model import Record, SpoolBlock
+    from agent.pipeline import Outcome, PipelineSettings, Reason
     from agent.sink import UplinkState
     from agent.source import MqttEvent, MqttSettings
     from agent.spool import AppendResult, SpoolEvent
@@ -212,7 +212,7 @@ class Agent:
             on_event=self._on_mqtt_event,
             payload_limit=_payload_limit(settings.pipeline),
         )
-        self.queue: asyncio.Queue[ReceivedMessage] = MessageQueue.from_settings(settings.ingest)
+        self.queue = MessageQueue.from_settings(settings.ingest)
         self.ingest = Ingest(
             self.queue,
             Pipeline(settings.pipeline, settings.gateway_id),
@@ -322,8 +322,8 @@ class Agent:
             "uplink_up": self.sink.uplink.up,
         }
 
-    def _on_processed(self, processed: Processed) -> None:
-        self.metrics.processed(processed.outcome, processed.reason)
+    def _on_processed(self, outcome: Outcome, reason: Reason | None, messages: int) -> None:
+        self.metrics.processed(outcome, reason, messages)
 
     def _on_spool_event(self, event: SpoolEvent) -> None:
         self.metrics.spool_event(event)

@@ -19,6 +19,12 @@ across a crash between the spool commit and the PUBACK.
 Last wills: a message on a ``last_will_filters`` topic is not a reading; its ``device_offline``
 lifecycle record is part of the group's records, so it is stored in the same block before the
 message is acked.
+
+Per group, not per message: the group is taken from the queue in one call
+(:meth:`MessageQueue.get_nowait_many`) and marked done in one call
+(:meth:`MessageQueue.tasks_done`) after its ack; outcomes are counted per group, and the
+metrics hook ``on_processed`` gets one call per (outcome, reason) with the number of messages.
+Whether a topic is a last-will topic is worked out once per topic (a bounded cache).
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
@@ -36,6 +42,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from agent._backoff import Backoff
 from agent.errors import RetryableError
 from agent.pipeline import Outcome
+from agent.pipeline._cache import TopicCache
 from agent.source import RedeliveryWindow
 from agent.source._redelivery import MAX_ENTRIES, MAX_JOURNAL_ENTRIES
 
@@ -43,7 +50,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
 
     from agent.model import ReceivedMessage, Record
-    from agent.pipeline import Pipeline, Processed
+    from agent.pipeline import Pipeline, Reason
     from agent.spool import AppendResult
 
 _log = logging.getLogger(__name__)
@@ -110,7 +117,19 @@ class MessageQueue(asyncio.Queue["ReceivedMessage"]):
     It counts as full while it holds ``max_messages`` messages or at least ``max_bytes``
     bytes (:attr:`ReceivedMessage.queued_bytes`), so a producer's ``await put()`` waits; one
     message is always accepted into an empty queue, however large.
+
+    Besides :class:`asyncio.Queue`'s API, ingest takes a whole group at once
+    (:meth:`get_nowait_many`) and marks it done at once (:meth:`tasks_done`); both keep the
+    base class's accounting (``join()`` returns when every message put was marked done, a
+    waiting ``put()`` is woken for every slot freed).
     """
+
+    # asyncio.Queue's own state, used as its subclass hooks do (the same in CPython 3.11-3.13):
+    _queue: deque[ReceivedMessage]
+    _putters: deque[asyncio.Future[None]]
+    _unfinished_tasks: int
+    _finished: asyncio.Event
+    _wakeup_next: Callable[[deque[asyncio.Future[None]]], None]
 
     def __init__(self, max_messages: int, max_bytes: int) -> None:
         """Create an empty queue with both bounds."""
@@ -126,6 +145,42 @@ class MessageQueue(asyncio.Queue["ReceivedMessage"]):
     def full(self) -> bool:
         """Whether a ``put`` has to wait: too many messages or too many bytes queued."""
         return self.queued_bytes >= self.max_bytes or super().full()
+
+    def get_nowait_many(self, max_messages: int, max_bytes: int) -> list[ReceivedMessage]:
+        """Take up to ``max_messages`` messages, oldest first, without waiting.
+
+        Stops before the message that would take the taken messages' ``queued_bytes`` over
+        ``max_bytes``; that one stays first in the queue. Returns ``[]`` when the queue is empty.
+        """
+        queue = self._queue
+        taken: list[ReceivedMessage] = []
+        size = 0
+        for _ in range(min(max_messages, len(queue))):
+            size += queue[0].queued_bytes
+            if size > max_bytes:
+                size -= queue[0].queued_bytes
+                break
+            taken.append(queue.popleft())
+        self.queued_bytes -= size
+        putters = self._putters
+        for _ in taken:
+            if not putters:
+                break
+            self._wakeup_next(putters)
+        return taken
+
+    def tasks_done(self, count: int) -> None:
+        """:meth:`task_done` for ``count`` messages at once.
+
+        Raises:
+            ValueError: Called more times than there were messages put.
+        """
+        unfinished = self._unfinished_tasks
+        if count > unfinished:
+            raise ValueError("tasks_done() called for more messages than were put")
+        self._unfinished_tasks = unfinished - count
+        if unfinished == count:
+            self._finished.set()
 
     def _put(self, item: ReceivedMessage) -> None:
         self.queued_bytes += item.queued_bytes
@@ -208,7 +263,7 @@ class Ingest:
 
     def __init__(  # noqa: PLR0913 - the collaborators ingest sits between, each one used
         self,
-        queue: asyncio.Queue[ReceivedMessage],
+        queue: MessageQueue,
         pipeline: Pipeline,
         spool: JournalingAppender,
         acker: Acker,
@@ -216,14 +271,13 @@ class Ingest:
         *,
         presence: PresenceSink | None = None,
         last_will_filters: tuple[str, ...] = (),
-        on_processed: Callable[[Processed], None] | None = None,
+        on_processed: Callable[[Outcome, Reason | None, int], None] | None = None,
         max_unacked_messages: int = MAX_ENTRIES,
     ) -> None:
         """Wire ingest between the source's queue, the pipeline, the spool and the acker.
 
         Args:
-            queue: Where the MQTT source puts received messages (a :class:`MessageQueue`
-                bounds it in bytes too).
+            queue: Where the MQTT source puts received messages.
             pipeline: Validation and record building.
             spool: Where records (and the message-id journal) are written.
             acker: Acknowledges messages to the broker once written.
@@ -231,7 +285,8 @@ class Ingest:
             presence: Told about every device that speaks; builds the record of each last
                 will.
             last_will_filters: MQTT filters whose messages are last wills, not readings.
-            on_processed: Called with every pipeline outcome (the metrics hook).
+            on_processed: The metrics hook: called once per group for each pipeline outcome
+                and reason, with the number of messages that ended so.
             max_unacked_messages: The broker's inflight window (MQTT 5: ``receive_maximum``):
                 only the last this many QoS 1 messages can be redelivered, so the redelivery
                 window keeps no more. 65,536 (every packet id) when unknown (MQTT 3.1.1).
@@ -252,7 +307,7 @@ class Ingest:
         )
         self._last_journal = b""
         self._journal_loaded = False
-        self._carry: ReceivedMessage | None = None
+        self._wills: TopicCache[bool] = TopicCache()
         self._ack_connection = 0
         self._acks_on_connection = 0
 
@@ -284,25 +339,15 @@ class Ingest:
 
     async def _next_group(self) -> list[ReceivedMessage]:
         queue = self._queue
-        limit = self._settings.max_batch_messages
-        max_bytes = self._settings.max_batch_bytes
-        first = self._carry if self._carry is not None else await queue.get()
-        self._carry = None
-        group = [first]
-        size = first.queued_bytes
-        if queue.qsize() < limit - 1 and self._settings.commit_interval_ms > 0:
+        settings = self._settings
+        limit = settings.max_batch_messages
+        first = await queue.get()
+        if queue.qsize() < limit - 1 and settings.commit_interval_ms > 0:
             # Linger so the group fills; under load the queue is already deep and we skip this.
-            await asyncio.sleep(self._settings.commit_interval_ms / 1000)
-        while len(group) < limit:
-            try:
-                message = queue.get_nowait()
-            except asyncio.QueueEmpty:
-                break
-            size += message.queued_bytes
-            if size > max_bytes:
-                self._carry = message  # first of the next group
-                break
-            group.append(message)
+            await asyncio.sleep(settings.commit_interval_ms / 1000)
+        group = [first]
+        if limit > 1:
+            group += queue.get_nowait_many(limit - 1, settings.max_batch_bytes - first.queued_bytes)
         return group
 
     async def _commit(self, group: list[ReceivedMessage]) -> None:
@@ -310,20 +355,28 @@ class Ingest:
         process = self._pipeline.process
         presence = self._presence
         assign = self._window.assign
+        wills = self._last_will_filters
+        valid_outcome = Outcome.VALID
+        valid = 0
+        others: list[tuple[Outcome, Reason | None]] = []
         for received in group:
             message_id = assign(received)
             message = received
             if message_id != received.message_id:
                 self.stats.redeliveries_recognised += 1
                 message = dataclasses.replace(received, message_id=message_id)
-            if self._last_will_filters and self._is_last_will(message):
+            if wills and self._is_last_will(message.topic):
                 self._last_will(message, records)
                 continue
             processed = process(message)
-            self._count(processed)
-            records.extend(processed.records)
+            if processed.outcome is valid_outcome:
+                valid += 1
+            else:
+                others.append((processed.outcome, processed.reason))
+            records += processed.records
             if presence is not None and processed.device_id is not None:
                 presence.seen(processed.device_id, message.received_at_ms)
+        self._count(valid, others)
         if records:
             self._window.confirm(*self._acker.confirmed_acks)
             journal: bytes | None = self._window.journal()
@@ -340,18 +393,18 @@ class Ingest:
                 self.stats.records_refused_by_spool += len(records)
         self._ack(group)
         self.stats.groups += 1
-        for _ in group:
-            self._queue.task_done()
+        self._queue.tasks_done(len(group))
 
     def _ack(self, group: list[ReceivedMessage]) -> None:
         """Ack the group and tell the window when its PUBACKs count as processed."""
         sent = self._acker.ack(group)
-        qos1 = [m.connection for m in group if m.qos == _QOS_AT_LEAST_ONCE]
-        if not qos1:
+        connection = next(
+            (m.connection for m in reversed(group) if m.qos == _QOS_AT_LEAST_ONCE), None
+        )
+        if connection is None:
             self._window.end_group()
             return
-        if sent:
-            connection = qos1[-1]  # the acked ones are on the newest connection
+        if sent:  # the acked ones are on the newest connection
             if connection != self._ack_connection:
                 self._ack_connection, self._acks_on_connection = connection, 0
             self._acks_on_connection += sent
@@ -359,8 +412,12 @@ class Ingest:
         else:  # their connection is gone: the broker delivers them again
             self._window.end_group(None)
 
-    def _is_last_will(self, message: ReceivedMessage) -> bool:
-        return any(topic_matches_sub(f, message.topic) for f in self._last_will_filters)
+    def _is_last_will(self, topic: str) -> bool:
+        try:
+            return self._wills[topic]
+        except KeyError:
+            will = any(topic_matches_sub(f, topic) for f in self._last_will_filters)
+            return self._wills.remember(topic, will)
 
     def _last_will(self, message: ReceivedMessage, records: list[Record]) -> None:
         """Add the ``device_offline`` record of a last will to the group's records."""
@@ -401,14 +458,20 @@ class Ingest:
                 self.spool_writable = True
                 return result
 
-    def _count(self, processed: Processed) -> None:
-        if self._on_processed is not None:
-            self._on_processed(processed)
+    def _count(self, valid: int, others: list[tuple[Outcome, Reason | None]]) -> None:
+        """Count a group's outcomes: ``valid`` VALID ones and the (outcome, reason) of others."""
         stats = self.stats
-        stats.received += 1
-        if processed.outcome is Outcome.VALID:
-            stats.valid += 1
-        elif processed.outcome is Outcome.REJECTED:
-            stats.rejected[str(processed.reason)] += 1
-        else:
-            stats.dropped[str(processed.reason)] += 1
+        stats.received += valid + len(others)
+        stats.valid += valid
+        hook = self._on_processed
+        if hook is not None and valid:
+            hook(Outcome.VALID, None, valid)
+        if not others:
+            return
+        for (outcome, reason), count in Counter(others).items():
+            if hook is not None:
+                hook(outcome, reason, count)
+            if outcome is Outcome.REJECTED:
+                stats.rejected[str(reason)] += count
+            else:
+                stats.dropped[str(reason)] += count

@@ -9,6 +9,9 @@ one regular expression, once.
 When both sources are configured the template is tried first; the JSON field is used only when
 the topic does not match the template. A device id the template did find but that is invalid
 is rejected (``bad_device_id``), never silently replaced by the payload's.
+
+What the template finds in a topic is kept per topic (:class:`~agent.pipeline._cache.TopicCache`):
+the regular expression runs once per topic, not once per message.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from agent.pipeline._cache import TopicCache
 from agent.pipeline._result import InvalidMessageError, Reason
 from agent.pipeline._text import MAX_NAME_BYTES, json_type, quote, text_problem
 
@@ -92,21 +96,29 @@ def _level_pattern(level: str, names: list[str]) -> str:
 class DeviceIdResolver:
     """Finds and checks the device id of a message."""
 
-    __slots__ = ("_path", "_template")
+    __slots__ = ("_path", "_template", "_topics")
 
     def __init__(self, template: TopicTemplate | None, json_field: str | None) -> None:
         """Use ``template`` first, then the dotted ``json_field`` path; at least one is set."""
         self._template = template
         self._path = tuple(json_field.split(".")) if json_field else ()
+        self._topics: TopicCache[TopicFields | None] = TopicCache()
 
     def from_topic(self, topic: str) -> TopicFields | None:
         """Apply the template to ``topic``; ``None`` when there is no template or no match."""
         if self._template is None:
             return None
-        match = self._template.pattern.fullmatch(topic)
+        try:
+            return self._topics[topic]
+        except KeyError:
+            return self._topics.remember(topic, self._match(self._template, topic))
+
+    @staticmethod
+    def _match(template: TopicTemplate, topic: str) -> TopicFields | None:
+        match = template.pattern.fullmatch(topic)
         if match is None:
             return None
-        metric = match.group("metric") if self._template.has_metric else None
+        metric = match.group("metric") if template.has_metric else None
         device_id: str = match.group("device_id")
         problem = text_problem(device_id, MAX_NAME_BYTES)
         if problem is not None:

@@ -15,6 +15,16 @@ Contract:
 Checks run in this order, and the first failure gives the reason: payload size (before any
 decoding), UTF-8, JSON, JSON object, device id, then the reading rules of
 :mod:`agent.pipeline._reading`, then the quality threshold.
+
+JSON decoding (:func:`decode_payload`) tries orjson first, and takes the standard library's
+decoder (the reference: it decides every reason and detail) whenever orjson refuses a payload,
+so a payload orjson cannot read (invalid UTF-8, NaN literals, lone surrogates, numbers beyond
+the float range) ends exactly as with the standard library alone; so does a payload that
+might nest deeper than the standard library can decode (orjson goes deeper). The one thing
+orjson accepts but reads differently: an integer beyond 64 bits becomes a float. The reading
+rules tell ints and floats apart (quality, the timestamp's rounding, unknown fields kept as
+tags), so a document with a top-level float of magnitude at least 2**63 is decoded again with
+the standard library. Nested numbers only ever meet "is a number" checks, the same for both.
 """
 
 from __future__ import annotations
@@ -22,9 +32,11 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING
 
+import orjson
+
 from agent.errors import ConfigError
 from agent.pipeline._device import DeviceIdResolver, TopicFields, parse_template
-from agent.pipeline._reading import ReadingBuilder
+from agent.pipeline._reading import ReadingBuilder, canonical_json
 from agent.pipeline._records import RecordBuilder
 from agent.pipeline._result import InvalidMessageError, Outcome, Processed, Reason
 from agent.pipeline._text import MAX_NAME_BYTES, text_problem
@@ -41,6 +53,12 @@ def _reject_constant(name: str) -> float:
 
 
 _DECODER = json.JSONDecoder(parse_constant=_reject_constant)
+_NESTED = 500
+"""Payloads with this many ``[`` and ``{`` go to the stdlib decoder: orjson reads nesting up to
+1024 deep, the stdlib raises RecursionError before 1000 (``not_json``), and only the stdlib's
+verdict counts."""
+_INT64 = float(2**63)
+"""orjson reads an integer beyond 64 bits as a float: such a float has at least this magnitude."""
 
 
 def decode_payload(
@@ -67,6 +85,31 @@ def decode_payload(
             Reason.PAYLOAD_TOO_LARGE,
             f"the payload is {len(payload)} bytes, more than max_payload_bytes {max_payload_bytes}",
         )
+    if len(payload) >= _NESTED and payload.count(b"[") + payload.count(b"{") >= _NESTED:
+        document = _stdlib_decode(payload)  # it may nest deeper than the stdlib can go
+    else:
+        try:
+            document = orjson.loads(payload)
+        except orjson.JSONDecodeError:
+            document = _stdlib_decode(payload)
+        else:
+            if document.__class__ is dict and _maybe_big_int(document):
+                document = _stdlib_decode(payload)
+    if not isinstance(document, dict):
+        raise InvalidMessageError(Reason.NOT_AN_OBJECT, "the payload is JSON but not an object")
+    return document
+
+
+def _maybe_big_int(document: dict[str, object]) -> bool:
+    """Whether orjson may have read a top-level integer beyond 64 bits as a float."""
+    for value in document.values():
+        if value.__class__ is float and not -_INT64 < value < _INT64:
+            return True
+    return False
+
+
+def _stdlib_decode(payload: bytes) -> object:
+    """Decode with the standard library, which gives every reason and detail."""
     try:
         text = payload.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -74,7 +117,7 @@ def decode_payload(
             Reason.NOT_UTF8, f"the payload is not UTF-8 (byte {exc.start})"
         ) from None
     try:
-        document = _DECODER.decode(text)
+        return _DECODER.decode(text)
     except json.JSONDecodeError as exc:
         raise InvalidMessageError(
             Reason.NOT_JSON, f"the payload is not JSON: {exc.msg} at character {exc.pos}"
@@ -87,9 +130,6 @@ def decode_payload(
         raise InvalidMessageError(
             Reason.NOT_JSON, "the payload is not usable JSON: an integer has too many digits"
         ) from None
-    if not isinstance(document, dict):
-        raise InvalidMessageError(Reason.NOT_AN_OBJECT, "the payload is JSON but not an object")
-    return document
 
 
 class Pipeline:
@@ -170,12 +210,13 @@ class Pipeline:
             reading = self._readings.build(payload, device_id, _metric(topic), msg.received_at_ms)
         except InvalidMessageError as exc:
             return self._reject(msg, device_id, exc.reason, exc.detail)
-        if reading.quality < self._min_quality:
-            detail = f"quality {reading.quality} is below min_quality {self._min_quality}"
+        quality = reading["quality"]
+        if quality < self._min_quality:
+            detail = f"quality {quality} is below min_quality {self._min_quality}"
             if self._low_quality_dlq:
                 return self._reject(msg, device_id, Reason.LOW_QUALITY, detail)
             return Processed(Outcome.DROPPED, (), Reason.LOW_QUALITY, device_id, detail)
-        records = self._records.valid(msg, device_id, reading.to_json(), reading.ts)
+        records = self._records.valid(msg, device_id, canonical_json(reading), reading["ts"])
         return Processed(Outcome.VALID, records, None, device_id)
 
     def _reject(

@@ -45,7 +45,7 @@ HEADER_DLQ_DETAIL = "dlq-detail"
 HEADER_ORIGINAL_SIZE = "original-size"
 HEADER_PAYLOAD_SHA256 = "payload-sha256"
 
-_SCHEMA_VERSION_BYTES = str(SCHEMA_VERSION).encode("ascii")
+_SCHEMA_VERSION_HEADER = (HEADER_SCHEMA_VERSION, str(SCHEMA_VERSION).encode("ascii"))
 
 
 def bounded_payload(payload: bytes, max_bytes: int) -> tuple[bytes, Headers]:
@@ -84,7 +84,7 @@ class RecordBuilder:
         self._normalized = topics.normalized
         self._raw = topics.raw
         self._dlq = topics.dlq
-        self._gateway = gateway_id.encode("utf-8")
+        self._gateway = (HEADER_GATEWAY_ID, gateway_id.encode("utf-8"))
         self._forward_raw = forward_raw
 
     def headers(self, msg: ReceivedMessage) -> Headers:
@@ -92,9 +92,9 @@ class RecordBuilder:
         return (
             (HEADER_MESSAGE_ID, msg.message_id.encode("ascii")),
             (HEADER_SOURCE_TOPIC, msg.topic.encode("utf-8", "backslashreplace")),
-            (HEADER_GATEWAY_ID, self._gateway),
+            self._gateway,
             (HEADER_RECEIVED_AT, b"%d" % msg.received_at_ms),
-            (HEADER_SCHEMA_VERSION, _SCHEMA_VERSION_BYTES),
+            _SCHEMA_VERSION_HEADER,
         )
 
     def valid(

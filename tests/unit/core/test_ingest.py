@@ -15,7 +15,7 @@ from agent.lifecycle.emitter import Lifecycle
 from agent.lifecycle.presence import Presence
 from agent.lifecycle.settings import LifecycleSettings
 from agent.model import ReceivedMessage, Record
-from agent.pipeline import Pipeline, PipelineSettings
+from agent.pipeline import Outcome, Pipeline, PipelineSettings, Reason
 from agent.spool import AppendResult
 
 
@@ -90,8 +90,8 @@ def _message(i: int, payload: bytes | None = None) -> ReceivedMessage:
     return ReceivedMessage("plant/x", body, 1, False, 1_700_000_000_000, mid=i + 1, connection=1)
 
 
-def _ingest(spool: FakeSpool, acker: FakeAcker, **settings: int) -> tuple[Ingest, asyncio.Queue]:
-    queue: asyncio.Queue[ReceivedMessage] = asyncio.Queue(maxsize=1000)
+def _ingest(spool: FakeSpool, acker: FakeAcker, **settings: int) -> tuple[Ingest, MessageQueue]:
+    queue = MessageQueue(max_messages=1000, max_bytes=32 * 1024 * 1024)
     ingest = Ingest(
         queue,
         Pipeline(PipelineSettings(), "gw"),
@@ -304,7 +304,7 @@ async def test_message_queue_put_waits_while_the_queued_bytes_are_over_the_limit
 
 # ---------------------------------------------------------------- last wills
 def _will_ingest(spool: FakeSpool, acker: FakeAcker, lifecycle: LifecycleSettings):
-    queue: asyncio.Queue[ReceivedMessage] = asyncio.Queue()
+    queue = MessageQueue(max_messages=1000, max_bytes=32 * 1024 * 1024)
     pipeline = Pipeline(
         PipelineSettings(device_id={"topic_template": "plant/{device_id}/{metric}"}), "gw"
     )
@@ -367,3 +367,81 @@ async def test_ingest_last_will_without_lifecycle_records_is_acked_without_a_rec
     await _feed(ingest, queue, acker, will)
     assert spool.blocks == []
     assert ingest.stats.last_wills == 1
+
+
+async def test_message_queue_get_nowait_many_keeps_both_bounds_and_the_order():
+    """A batch stops at the message count and before the message that would pass max_bytes."""
+    queue = MessageQueue(max_messages=100, max_bytes=1 << 20)
+    messages = [_message(i, b"x" * 100) for i in range(10)]
+    for message in messages:
+        queue.put_nowait(message)
+    size = messages[0].queued_bytes
+    assert queue.get_nowait_many(3, 1 << 20) == messages[:3]
+    assert queue.get_nowait_many(10, 2 * size + size // 2) == messages[3:5]  # a third won't fit
+    assert queue.get_nowait_many(10, size - 1) == []  # the next one stays first
+    assert queue.queued_bytes == 5 * size
+    assert queue.get_nowait() is messages[5]
+    assert queue.get_nowait_many(10, 1 << 20) == messages[6:]
+    assert queue.queued_bytes == 0
+    assert queue.get_nowait_many(10, 1 << 20) == []
+
+
+async def test_message_queue_get_nowait_many_wakes_every_waiting_put():
+    """Each slot a batch frees lets one waiting producer in."""
+    queue = MessageQueue(max_messages=2, max_bytes=1 << 20)
+    queue.put_nowait(_message(0))
+    queue.put_nowait(_message(1))
+    puts = [asyncio.ensure_future(queue.put(_message(i))) for i in (2, 3, 4)]
+    await asyncio.sleep(0.01)
+    assert not any(put.done() for put in puts)
+    assert len(queue.get_nowait_many(10, 1 << 20)) == 2
+    await asyncio.sleep(0.01)
+    assert [put.done() for put in puts] == [True, True, False]
+    assert [m.mid for m in queue.get_nowait_many(10, 1 << 20)] == [3, 4]
+    await asyncio.wait_for(puts[2], 1)
+
+
+async def test_message_queue_tasks_done_releases_join_once_all_are_done():
+    """join() waits until every message put was marked done, however many at a time."""
+    queue = MessageQueue(max_messages=10, max_bytes=1 << 20)
+    for i in range(5):
+        queue.put_nowait(_message(i))
+    queue.get_nowait_many(5, 1 << 20)
+    join = asyncio.ensure_future(queue.join())
+    queue.tasks_done(3)
+    await asyncio.sleep(0.01)
+    assert not join.done()
+    with pytest.raises(ValueError, match="more messages than were put"):
+        queue.tasks_done(3)
+    queue.tasks_done(2)
+    await asyncio.wait_for(join, 1)
+
+
+async def test_ingest_counts_outcomes_per_group_in_the_metrics_hook():
+    """The hook gets one call per outcome and reason with the number of messages."""
+    spool = FakeSpool()
+    acker = FakeAcker(spool)
+    calls: list[tuple[object, object, int]] = []
+    queue = MessageQueue(max_messages=1000, max_bytes=1 << 20)
+    ingest = Ingest(
+        queue,
+        Pipeline(PipelineSettings(), "gw"),
+        spool,
+        acker,
+        IngestSettings(commit_interval_ms=0),
+        on_processed=lambda outcome, reason, count: calls.append((outcome, reason, count)),
+    )
+    messages = [_message(i) for i in range(6)] + [_message(i, b"[1]") for i in range(6, 8)]
+    messages.append(_message(8, b"nope"))
+    await _feed(ingest, queue, acker, *messages)
+    assert sorted(calls, key=str) == sorted(
+        [
+            (Outcome.VALID, None, 6),
+            (Outcome.REJECTED, Reason.NOT_AN_OBJECT, 2),
+            (Outcome.REJECTED, Reason.NOT_JSON, 1),
+        ],
+        key=str,
+    )
+    assert ingest.stats.received == 9
+    assert ingest.stats.valid == 6
+    assert ingest.stats.rejected == {"not_an_object": 2, "not_json": 1}

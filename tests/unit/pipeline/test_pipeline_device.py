@@ -4,8 +4,10 @@ import json
 
 import pytest
 
-from agent.pipeline import Outcome, Reason
+from agent.pipeline import Outcome, Pipeline, PipelineSettings, Reason
+from agent.pipeline._cache import TOPIC_CACHE_ENTRIES, TOPIC_CACHE_MAX_CHARS, TopicCache
 from agent.pipeline._device import parse_template
+from tests.unit.pipeline.conftest import message
 
 TEMPLATE = {"topic_template": "plant/{site}/{device_id}/{metric}", "json_field": None}
 READING = {"metric": "temperature", "value": 21.5}
@@ -149,3 +151,28 @@ def test_device_id_control_characters_are_rejected(run, device_id):
     result = run({"device_id": device_id, **READING})
     assert result.reason is Reason.BAD_DEVICE_ID
     assert result.detail == "field 'device_id' contains a control character"
+
+
+def test_device_topic_cache_is_bounded_in_entries_and_topic_length():
+    """At most 4096 topics are kept, oldest out first; a topic over 256 characters is not kept."""
+    cache: TopicCache[int] = TopicCache()
+    for i in range(TOPIC_CACHE_ENTRIES + 10):
+        assert cache.remember(f"plant/d{i}/t", i) == i
+    assert len(cache) == TOPIC_CACHE_ENTRIES
+    assert "plant/d9/t" not in cache
+    assert cache["plant/d10/t"] == 10
+    long_topic = "x" * (TOPIC_CACHE_MAX_CHARS + 1)
+    assert cache.remember(long_topic, 1) == 1
+    assert long_topic not in cache
+
+
+def test_device_template_results_are_the_same_from_the_topic_cache():
+    """A topic seen before (cached) ends exactly as it did the first time."""
+    pipeline = Pipeline(PipelineSettings.model_validate({"device_id": TEMPLATE}), "gw")
+    topics = ["plant/berlin/press-1/pressure", "plant/berlin/\x01/pressure", "other/topic"]
+    first = [pipeline.process(message({"value": 1}, topic)) for topic in topics]
+    again = [pipeline.process(message({"value": 1}, topic)) for topic in topics]
+    assert [(r.outcome, r.reason, r.device_id, r.detail) for r in first] == [
+        (r.outcome, r.reason, r.device_id, r.detail) for r in again
+    ]
+    assert [r.reason for r in first] == [None, Reason.BAD_DEVICE_ID, Reason.NO_DEVICE_ID]
