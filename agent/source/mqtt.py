@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from hashlib import sha256
@@ -56,7 +57,7 @@ from agent.source._connect import (
     tls_context,
 )
 from agent.source._errors import reason_code, translate
-from agent.source._paho import take_over
+from agent.source._paho import paho_client, take_over
 from agent.source._topics import partial_overlaps
 from agent.source._types import (
     AckSkipReason,
@@ -71,7 +72,7 @@ from agent.source._types import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable
+    from collections.abc import Callable, Iterable, Sequence
 
     from paho.mqtt.reasoncodes import ReasonCode
 
@@ -127,12 +128,15 @@ class _Connection:
         "outstanding",
         "paho",
         "qos0_drop_logged",
+        "send_pubacks",
         "session_present",
     )
 
     def __init__(self, generation: int) -> None:
         self.generation = generation
         self.paho: mqtt.Client | None = None
+        # Queues PUBACKs for packet ids, as one write (see agent.source._paho.send_pubacks_on).
+        self.send_pubacks: Callable[[Sequence[int]], None] | None = None
         # Filled by paho's on_message, emptied by the delivery task. QoS 1 entries are bounded
         # by the broker's inflight window, QoS 0 entries by max_buffered_qos0_messages.
         self.inbox: asyncio.Queue[ReceivedMessage] = asyncio.Queue()
@@ -285,14 +289,15 @@ class MqttSource:
             The number of PUBACKs sent.
         """
         conn = self._conn
-        paho = conn.paho if conn is not None and conn.live else None
-        if conn is None or paho is None:
+        send_pubacks = conn.send_pubacks if conn is not None and conn.live else None
+        if conn is None or send_pubacks is None:
             stale = sum(1 for m in messages if m.qos == _QOS_AT_LEAST_ONCE)
             self._ack_skipped[AckSkipReason.STALE_CONNECTION] += stale
             return 0
         generation = conn.generation
         outstanding = conn.outstanding
-        sent = stale = unknown = 0
+        mids: list[int] = []
+        stale = unknown = 0
         for message in messages:
             if message.qos != _QOS_AT_LEAST_ONCE:
                 continue
@@ -305,8 +310,10 @@ class MqttSource:
                     outstanding[message.mid] = pending
                 unknown += 1
                 continue
-            paho.ack(message.mid, _QOS_AT_LEAST_ONCE)
-            sent += 1
+            mids.append(message.mid)
+        sent = len(mids)
+        if mids:
+            send_pubacks(mids)
         self._count_acks(conn, sent, stale)
         if unknown:
             self._ack_skipped[AckSkipReason.NOT_OUTSTANDING] += unknown
@@ -415,9 +422,10 @@ class MqttSource:
             properties=connect_properties(settings),
             tls_context=context,
         )
-        conn.paho = take_over(
+        conn.paho = paho_client(client)
+        conn.send_pubacks = take_over(
             client,
-            on_message=lambda message: self._on_message(conn, message),
+            on_publish=functools.partial(self._on_publish, conn),
             on_connect=lambda present, code: self._on_connack(conn, present, code),
             on_disconnect=lambda code, by_broker: self._on_lost(conn, code, by_broker),
         )
@@ -565,20 +573,27 @@ class MqttSource:
             )
 
     # ------------------------------------------------------------------ paho callbacks
-    def _on_message(self, conn: _Connection, message: mqtt.MQTTMessage) -> None:
-        """Runs inside paho's read loop on the event loop thread: no I/O, no await."""
+    def _on_publish(  # noqa: PLR0913, PLR0917 - one PUBLISH's fields, positional for speed
+        self,
+        conn: _Connection,
+        raw_topic: bytes,
+        payload: bytes,
+        qos: int,
+        retain: bool,  # noqa: FBT001
+        mid: int,
+        dup: bool,  # noqa: FBT001
+    ) -> None:
+        """Runs inside the read callback on the event loop thread: no I/O, no await."""
         self._received += 1
-        qos = message.qos
         try:
-            topic = message.topic
+            topic = raw_topic.decode()
         except UnicodeDecodeError:
-            self._drop_invalid_topic(conn, message)
+            self._drop_invalid_topic(conn, qos, mid)
             return
         inbox = conn.inbox
         if qos != _QOS_AT_LEAST_ONCE and inbox.qsize() >= self._settings.max_buffered_qos0_messages:
             self._drop_qos0(conn)
             return
-        payload = message.payload
         limit = self.payload_limit
         original_size: int | None = None
         digest: str | None = None
@@ -591,13 +606,13 @@ class MqttSource:
         inbox.put_nowait(
             ReceivedMessage(
                 topic,
-                bytes(payload),  # paho hands out a bytearray
+                payload,
                 qos,
-                bool(message.retain),
+                retain,
                 self._clock_ms(),
-                message.mid if qos else 0,
+                mid,
                 conn.generation,
-                bool(message.dup),
+                dup,
                 original_size,
                 digest,
             )
@@ -626,15 +641,15 @@ class MqttSource:
                 extra={"connection": conn.generation, "reason": DropReason.QOS0_BUFFER_FULL},
             )
 
-    def _drop_invalid_topic(self, conn: _Connection, message: mqtt.MQTTMessage) -> None:
+    def _drop_invalid_topic(self, conn: _Connection, qos: int, mid: int) -> None:
         self._dropped[DropReason.INVALID_TOPIC] += 1
         _log.error(
             "Dropped a message whose topic is not valid UTF-8; the broker should have refused it.",
             extra={"connection": conn.generation, "reason": DropReason.INVALID_TOPIC},
         )
-        if message.qos == _QOS_AT_LEAST_ONCE and conn.paho is not None:
+        if qos == _QOS_AT_LEAST_ONCE and conn.send_pubacks is not None:
             # It can never be spooled; without a PUBACK it would come back on every connection.
-            conn.paho.ack(message.mid, _QOS_AT_LEAST_ONCE)
+            conn.send_pubacks([mid])
 
     # ------------------------------------------------------------------ events
     def _announce(self, conn: _Connection) -> None:
