@@ -121,6 +121,8 @@ class _Connection:
         "barrier_wanted",
         "confirmed",
         "generation",
+        "handoff",
+        "in_hand",
         "inbox",
         "live",
         "lost_by_broker",
@@ -140,6 +142,11 @@ class _Connection:
         # Filled by paho's on_message, emptied by the delivery task. QoS 1 entries are bounded
         # by the broker's inflight window, QoS 0 entries by max_buffered_qos0_messages.
         self.inbox: asyncio.Queue[ReceivedMessage] = asyncio.Queue()
+        # The caller's queue while the delivery task runs (None before and after): a message
+        # received while the inbox is empty, nothing is in the delivery task's hand
+        # (``in_hand``) and the queue has room goes straight there, in order all the same.
+        self.handoff: asyncio.Queue[ReceivedMessage] | None = None
+        self.in_hand = False
         # QoS 1 messages handed to the caller and not yet acknowledged, by packet id, in
         # receive order. A packet id is not reused by the broker before its PUBACK.
         self.outstanding: dict[int, ReceivedMessage] = {}
@@ -496,20 +503,31 @@ class MqttSource:
         self._announce(conn)
 
     async def _deliver(self, conn: _Connection, queue: asyncio.Queue[ReceivedMessage]) -> None:
-        """Move messages from the connection's inbox to the caller's queue, in order."""
+        """Move messages from the connection's inbox to the caller's queue, in order.
+
+        While it runs, :meth:`_on_publish` hands a message over itself when nothing waits
+        ahead of it (see ``_Connection.handoff``); this task moves the rest.
+        """
         inbox = conn.inbox
         outstanding = conn.outstanding
-        while True:
-            message = await inbox.get()
-            try:
-                await queue.put(message)
-            except asyncio.CancelledError:
-                if message.qos != _QOS_AT_LEAST_ONCE:
-                    self._dropped[DropReason.QOS0_UNDELIVERED] += 1
-                raise
-            self._delivered += 1
-            if message.qos == _QOS_AT_LEAST_ONCE:
-                outstanding[message.mid] = message
+        conn.handoff = queue
+        try:
+            while True:
+                message = await inbox.get()
+                conn.in_hand = True
+                try:
+                    await queue.put(message)
+                except asyncio.CancelledError:
+                    if message.qos != _QOS_AT_LEAST_ONCE:
+                        self._dropped[DropReason.QOS0_UNDELIVERED] += 1
+                    raise
+                finally:
+                    conn.in_hand = False
+                self._delivered += 1
+                if message.qos == _QOS_AT_LEAST_ONCE:
+                    outstanding[message.mid] = message
+        finally:
+            conn.handoff = None
 
     async def _drain(self, conn: _Connection) -> None:
         """Wait until the caller acknowledged everything delivered, up to drain_timeout_secs."""
@@ -603,20 +621,27 @@ class MqttSource:
             original_size = len(payload)
             digest = sha256(payload).hexdigest()
             payload = payload[: limit.keep_bytes]
-        inbox.put_nowait(
-            ReceivedMessage(
-                topic,
-                payload,
-                qos,
-                retain,
-                self._clock_ms(),
-                mid,
-                conn.generation,
-                dup,
-                original_size,
-                digest,
-            )
+        message = ReceivedMessage(
+            topic,
+            payload,
+            qos,
+            retain,
+            self._clock_ms(),
+            mid,
+            conn.generation,
+            dup,
+            original_size,
+            digest,
         )
+        queue = conn.handoff
+        if queue is None or conn.in_hand or not inbox.empty() or queue.full():
+            inbox.put_nowait(message)
+            return
+        # Nothing waits ahead of it: hand it over now, as the delivery task would.
+        queue.put_nowait(message)
+        self._delivered += 1
+        if qos == _QOS_AT_LEAST_ONCE:
+            conn.outstanding[mid] = message
 
     def _on_connack(self, conn: _Connection, session_present: bool, code: ReasonCode) -> None:  # noqa: FBT001
         if not code.is_failure:

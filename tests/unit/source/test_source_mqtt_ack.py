@@ -309,3 +309,48 @@ async def test_ack_pubacks_count_as_processed_only_after_a_barrier_round_trip():
     assert source.confirmed_acks == (3, 3)
     assert client.unsubscribes == 2
     confirming.cancel()
+
+
+async def _drain_queue(queue: asyncio.Queue[ReceivedMessage], count: int) -> list[int]:
+    return [(await asyncio.wait_for(queue.get(), 1)).mid for _ in range(count)]
+
+
+async def test_ack_receive_hands_over_directly_while_nothing_waits_ahead():
+    """With the delivery task running and room in the queue, a message is handed out at once."""
+    source = _source()
+    conn, _ = _live(source)
+    queue: asyncio.Queue[ReceivedMessage] = asyncio.Queue(maxsize=10)
+    delivering = asyncio.ensure_future(source._deliver(conn, queue))
+    await asyncio.sleep(0)
+    _on_message(source, conn, _paho_message(1))
+    assert queue.qsize() == 1  # no trip through the delivery task
+    assert conn.inbox.empty()
+    assert conn.outstanding.keys() == {1}
+    assert source.stats().delivered == 1
+    delivering.cancel()
+    await asyncio.gather(delivering, return_exceptions=True)
+    _on_message(source, conn, _paho_message(2))  # stopped: nothing more is handed out
+    assert queue.qsize() == 1
+    assert conn.inbox.qsize() == 1
+
+
+@pytest.mark.parametrize("delivery_task_took_it", [False, True])
+async def test_ack_receive_never_overtakes_a_message_waiting_for_room(delivery_task_took_it):
+    """A message waiting in the inbox or in the delivery task's hand goes out before newer ones."""
+    source = _source()
+    conn, _ = _live(source)
+    queue: asyncio.Queue[ReceivedMessage] = asyncio.Queue(maxsize=1)
+    delivering = asyncio.ensure_future(source._deliver(conn, queue))
+    await asyncio.sleep(0)
+    _on_message(source, conn, _paho_message(1))  # straight into the queue, which is now full
+    _on_message(source, conn, _paho_message(2))  # waits in the inbox
+    if delivery_task_took_it:
+        for _ in range(3):
+            await asyncio.sleep(0)
+        assert conn.in_hand
+    assert queue.get_nowait().mid == 1  # room again, but 2 is still ahead of anything new
+    _on_message(source, conn, _paho_message(3))
+    assert await _drain_queue(queue, 2) == [2, 3]
+    assert list(conn.outstanding) == [1, 2, 3]
+    delivering.cancel()
+    await asyncio.gather(delivering, return_exceptions=True)
