@@ -1,47 +1,100 @@
-"""The one place that reaches past aiomqtt into its paho-mqtt client.
+"""The one place that reaches past aiomqtt into its paho-mqtt client, and past paho's public API.
 
 aiomqtt 2.x has no manual acknowledgement (aiomqtt issue #345): paho-mqtt sends PUBACK as soon as
 its ``on_message`` callback returns, and aiomqtt's ``on_message`` only puts the message into an
 in-memory queue, so a crash loses every message in that queue. paho-mqtt 2.x can defer the
-PUBACK (``manual_ack_set(True)`` before connecting, then ``ack(mid, qos)``), but aiomqtt keeps its
-paho client in the private attribute ``_client``. :func:`paho_client` is the only code that
-touches it, and ``tests/unit/source/test_source_mqtt_paho.py`` fails when it disappears.
+PUBACK (``manual_ack_set(True)`` before connecting), but aiomqtt keeps its paho client in the
+private attribute ``_client``. :func:`paho_client` is the only code that touches it.
 
-Everything else here uses paho's public API on that client: aiomqtt keeps the socket and its
-asyncio integration (connect, subscribe, disconnect, keepalive); the source takes over the
-message path (``on_message``), and listens in on ``on_connect`` and ``on_disconnect`` before
-passing them on to aiomqtt, to learn the session-present flag and the disconnect reason code.
+aiomqtt keeps the socket and its asyncio integration (connect, subscribe, disconnect, keepalive,
+TLS): when the socket is readable it calls ``paho.loop_read()``, and it writes paho's queued
+packets when paho asks for it. :func:`take_over` changes two things underneath, for speed:
+
+- **Reading.** paho reads a packet with three or more ``recv`` calls (type byte, each length
+  byte, body) and decodes every PUBLISH into an ``MQTTMessage`` (with MQTT 5 ``Properties``).
+  :class:`_Reader` replaces the client's ``loop_read``: it reads up to 64 KiB per ``recv`` until
+  the socket has nothing more (TLS: until OpenSSL has no decrypted bytes left either), splits
+  the bytes into packets with :class:`~agent.source._wire.PacketSplitter`, hands each QoS 0/1
+  PUBLISH straight to the source, and gives every other packet to paho exactly as paho's own
+  reader would (``_in_packet`` then ``_packet_handle()``): CONNACK, SUBACK, UNSUBACK, PINGRESP,
+  DISCONNECT and QoS 2 keep paho's handling. It updates paho's keepalive clock
+  (``_last_bytes_received`` under ``_msgtime_mutex``) and reports a lost connection or a
+  protocol error through paho's ``_loop_rc_handle`` (socket closed, ``on_disconnect`` called),
+  after handing over the complete packets that arrived before it.
+- **Acknowledging.** paho queues one packet, and aiomqtt makes one ``send``, per ``ack()``.
+  :func:`send_pubacks` queues the PUBACKs of a whole group as one packet in paho's outgoing
+  queue (so they keep their order relative to everything else paho sends, such as the
+  UNSUBSCRIBE of the ack barrier): one ``send`` per group. A manual QoS 1 ack has no other
+  state in paho (``Client.ack`` only queues the packet). A PUBACK is 4 bytes in both protocol
+  versions: MQTT 5 allows omitting the reason code when it is Success (§3.4.2.1).
+
+``tests/unit/source/test_source_mqtt_paho.py`` fails when an internal used here changes, and
+:func:`take_over` refuses to start (:class:`~agent.errors.PermanentError`) when one is missing.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, cast
+import logging
+import ssl
+import struct
+from typing import TYPE_CHECKING, Any, Final, cast
 
 import paho.mqtt.client as mqtt
+from paho.mqtt.enums import MQTTErrorCode
+from paho.mqtt.exception import MalformedPacket
 
 from agent.errors import PermanentError
+from agent.source._wire import MalformedPacketError, PacketSplitter
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Sequence
 
     import aiomqtt
     from paho.mqtt.properties import Properties
     from paho.mqtt.reasoncodes import ReasonCode
+
+    from agent.source._wire import OnPublish
+
+_log = logging.getLogger("agent.source.mqtt")
+
+READ_BYTES: Final = 65_536
+"""One ``recv`` asks for this much."""
+MAX_READ_BYTES_PER_CALL: Final = 1_048_576
+"""One ``loop_read`` reads at most this much, so other callbacks get the loop; aiomqtt calls
+it again while a TLS socket has decrypted bytes pending, and the socket stays readable."""
+_PUBACK: Final = 0x40
+_PUBACK_FIXED: Final = 0x4002_0000  # type 0x40, remaining length 2, then the packet id
+_PAHO_INTERNALS: Final = (
+    "_sock",
+    "_in_packet",
+    "_packet_handle",
+    "_loop_rc_handle",
+    "_msgtime_mutex",
+    "_last_bytes_received",
+    "_packet_queue",
+    "_call_socket_register_write",
+    "_protocol",
+)
+_OK = MQTTErrorCode.MQTT_ERR_SUCCESS
 
 
 def paho_client(client: aiomqtt.Client) -> mqtt.Client:
     """Return the paho-mqtt client inside an aiomqtt client.
 
     Raises:
-        PermanentError: aiomqtt no longer keeps a paho-mqtt client in ``_client``; the agent
-            cannot defer acknowledgements with this aiomqtt release.
+        PermanentError: aiomqtt no longer keeps a paho-mqtt client in ``_client``, or paho no
+            longer has the internals this module relies on.
     """
     paho = getattr(client, "_client", None)
-    if not isinstance(paho, mqtt.Client) or not hasattr(paho, "manual_ack_set"):
+    if (
+        not isinstance(paho, mqtt.Client)
+        or not hasattr(paho, "manual_ack_set")
+        or not all(hasattr(paho, name) for name in _PAHO_INTERNALS)
+    ):
         raise PermanentError(
-            "This aiomqtt release has no paho-mqtt client at aiomqtt.Client._client, so "
-            "messages cannot be acknowledged after spooling; install the aiomqtt version "
-            "pinned in pyproject.toml."
+            "This aiomqtt or paho-mqtt release does not have the client internals the agent "
+            "relies on, so messages cannot be acknowledged after spooling; install the "
+            "versions pinned in pyproject.toml."
         )
     return paho
 
@@ -49,26 +102,27 @@ def paho_client(client: aiomqtt.Client) -> mqtt.Client:
 def take_over(
     client: aiomqtt.Client,
     *,
-    on_message: Callable[[mqtt.MQTTMessage], None],
+    on_publish: OnPublish,
     on_connect: Callable[[bool, ReasonCode], None],
     on_disconnect: Callable[[ReasonCode, bool], None],
-) -> mqtt.Client:
-    """Switch ``client`` to manual acknowledgements and route its messages to ``on_message``.
+) -> Callable[[Sequence[int]], None]:
+    """Install the lean reader and manual acknowledgements on ``client``'s paho client.
 
     Must be called before the client connects. aiomqtt's own message queue stays empty from
     then on, so ``client.messages`` yields nothing and only raises when the connection ends.
 
     Args:
         client: A new, unconnected aiomqtt client.
-        on_message: Called (on the event loop) for every PUBLISH received; no PUBACK is sent
-            until :meth:`paho.mqtt.client.Client.ack` is called for its ``mid``.
+        on_publish: Called (on the event loop) for every PUBLISH received, with
+            ``(topic, payload, qos, retain, mid, dup)``, topic as raw bytes; no PUBACK is sent
+            until the returned function is called with its ``mid``.
         on_connect: Called with ``(session_present, reason_code)`` for every CONNACK, before
             aiomqtt sees it.
         on_disconnect: Called with ``(reason_code, sent_by_broker)`` when the connection ends,
             before aiomqtt sees it.
 
     Returns:
-        The paho client, for :meth:`~paho.mqtt.client.Client.ack`.
+        ``send_pubacks(mids)``: queues one PUBACK per packet id, in the order given.
     """
     paho = paho_client(client)
     paho.manual_ack_set(True)  # noqa: FBT003 - paho's signature
@@ -96,9 +150,137 @@ def take_over(
         aiomqtt_on_disconnect(paho, userdata, flags, reason_code, properties)
 
     def _on_message(_paho: mqtt.Client, _userdata: object, message: mqtt.MQTTMessage) -> None:
-        on_message(message)
+        # Only what paho still decodes itself arrives here: QoS 2 (after PUBREL).
+        raw_topic: bytes = message._topic  # noqa: SLF001 - the topic as received
+        qos, mid = message.qos, message.mid
+        on_publish(raw_topic, bytes(message.payload), qos, message.retain, mid, message.dup)
 
     paho.on_connect = _on_connect
     paho.on_disconnect = _on_disconnect
     paho.on_message = _on_message
-    return paho
+    reader = _Reader(paho, on_publish)
+    paho.loop_read = reader.loop_read  # type: ignore[method-assign] # see the module docstring
+
+    def send_pubacks(mids: Sequence[int]) -> None:
+        send_pubacks_on(paho, mids)
+
+    return send_pubacks
+
+
+def send_pubacks_on(paho: mqtt.Client, mids: Sequence[int]) -> None:
+    """Queue a PUBACK for each packet id in ``mids`` as one write; see the module docstring."""
+    if not mids:
+        return
+    packet = struct.pack(f">{len(mids)}I", *[_PUBACK_FIXED | mid for mid in mids])
+    paho._packet_queue(_PUBACK, packet, 0, 1)  # noqa: SLF001
+
+
+def _fresh_in_packet() -> dict[str, Any]:
+    """The "no packet being read" state of paho's ``_in_packet``."""
+    return {
+        "command": 0,
+        "have_remaining": 0,
+        "remaining_count": [],
+        "remaining_mult": 1,
+        "remaining_length": 0,
+        "packet": bytearray(b""),
+        "to_process": 0,
+        "pos": 0,
+    }
+
+
+class _Reader:
+    """``loop_read`` for one paho client: buffered reads, PUBLISH decoded without paho."""
+
+    __slots__ = ("_error", "_paho", "_sock", "_splitter")
+
+    def __init__(self, paho: mqtt.Client, on_publish: OnPublish) -> None:
+        self._paho = paho
+        self._splitter = PacketSplitter(
+            v5=paho._protocol == mqtt.MQTTv5,  # noqa: SLF001
+            on_publish=on_publish,
+            on_other=self._handle_other,
+        )
+        self._sock: object = None
+        self._error = _OK
+
+    def loop_read(self, max_packets: int = 1) -> MQTTErrorCode:  # noqa: ARG002 - paho's signature
+        """Read what the socket has and handle every complete packet; paho's return codes."""
+        paho = self._paho
+        sock = paho._sock  # noqa: SLF001
+        if sock is None:
+            return MQTTErrorCode.MQTT_ERR_NO_CONN
+        if sock is not self._sock:  # a new connection: a new byte stream
+            self._sock = sock
+            self._splitter.reset()
+        chunks, lost = _read_available(paho, sock)
+        if chunks:
+            with paho._msgtime_mutex:  # noqa: SLF001
+                paho._last_bytes_received = mqtt.time_func()  # noqa: SLF001
+            self._error = _OK
+            try:
+                self._splitter.feed(chunks[0] if len(chunks) == 1 else b"".join(chunks))
+            except MalformedPacketError as exc:
+                paho._easy_log(mqtt.MQTT_LOG_DEBUG, "Received malformed packet: %s", exc)  # noqa: SLF001
+                self._error = MQTTErrorCode.MQTT_ERR_PROTOCOL
+            if self._error:
+                return paho._loop_rc_handle(self._error)  # noqa: SLF001
+            if paho._sock is None:  # noqa: SLF001 - a DISCONNECT from the broker closed it
+                return MQTTErrorCode.MQTT_ERR_NO_CONN
+        if lost:
+            return paho._loop_rc_handle(MQTTErrorCode.MQTT_ERR_CONN_LOST)  # noqa: SLF001
+        return _OK
+
+    def _handle_other(self, first: int, body: bytes) -> bool:
+        """Let paho handle one packet, as its own reader would; False: stop reading."""
+        paho = self._paho
+        paho._in_packet = {  # noqa: SLF001
+            "command": first,
+            "have_remaining": 1,
+            "remaining_count": [],
+            "remaining_mult": 1,
+            "remaining_length": len(body),
+            "packet": bytearray(body),
+            "to_process": 0,
+            "pos": 0,
+        }
+        try:
+            rc = paho._packet_handle()  # noqa: SLF001
+        except MalformedPacket as exc:
+            paho._easy_log(mqtt.MQTT_LOG_DEBUG, "Received malformed packet: %s", exc)  # noqa: SLF001
+            rc = MQTTErrorCode.MQTT_ERR_PROTOCOL
+        finally:
+            paho._in_packet = _fresh_in_packet()  # type: ignore[assignment] # noqa: SLF001
+        if rc:
+            self._error = rc
+            return False
+        return paho._sock is not None  # noqa: SLF001
+
+
+def _read_available(paho: mqtt.Client, sock: Any) -> tuple[list[bytes], bool]:  # noqa: ANN401 - a socket or an SSLSocket
+    """Everything the socket has now, up to MAX_READ_BYTES_PER_CALL; and whether it was lost.
+
+    A plain socket is read until a ``recv`` returns less than asked (the event loop's
+    readiness is level-triggered: it calls again if more arrived); a TLS socket until OpenSSL
+    wants more bytes from the network, so no decrypted data is left behind unseen.
+    """
+    tls = isinstance(sock, ssl.SSLSocket)
+    chunks: list[bytes] = []
+    total = 0
+    try:
+        while total < MAX_READ_BYTES_PER_CALL:
+            data = sock.recv(READ_BYTES)
+            if not data:
+                return chunks, True
+            chunks.append(data)
+            total += len(data)
+            if len(data) < READ_BYTES and not tls:
+                break
+    except (BlockingIOError, ssl.SSLWantReadError):
+        pass
+    except ssl.SSLWantWriteError:
+        paho._call_socket_register_write()  # noqa: SLF001
+    except OSError as err:
+        paho._easy_log(mqtt.MQTT_LOG_ERR, "failed to receive on socket: %s", err)  # noqa: SLF001
+        return chunks, True
+    return chunks, False

@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from hashlib import sha256
@@ -56,7 +57,7 @@ from agent.source._connect import (
     tls_context,
 )
 from agent.source._errors import reason_code, translate
-from agent.source._paho import take_over
+from agent.source._paho import paho_client, take_over
 from agent.source._topics import partial_overlaps
 from agent.source._types import (
     AckSkipReason,
@@ -71,7 +72,7 @@ from agent.source._types import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable
+    from collections.abc import Callable, Iterable, Sequence
 
     from paho.mqtt.reasoncodes import ReasonCode
 
@@ -120,6 +121,8 @@ class _Connection:
         "barrier_wanted",
         "confirmed",
         "generation",
+        "handoff",
+        "in_hand",
         "inbox",
         "live",
         "lost_by_broker",
@@ -127,15 +130,23 @@ class _Connection:
         "outstanding",
         "paho",
         "qos0_drop_logged",
+        "send_pubacks",
         "session_present",
     )
 
     def __init__(self, generation: int) -> None:
         self.generation = generation
         self.paho: mqtt.Client | None = None
+        # Queues PUBACKs for packet ids, as one write (see agent.source._paho.send_pubacks_on).
+        self.send_pubacks: Callable[[Sequence[int]], None] | None = None
         # Filled by paho's on_message, emptied by the delivery task. QoS 1 entries are bounded
         # by the broker's inflight window, QoS 0 entries by max_buffered_qos0_messages.
         self.inbox: asyncio.Queue[ReceivedMessage] = asyncio.Queue()
+        # The caller's queue while the delivery task runs (None before and after): a message
+        # received while the inbox is empty, nothing is in the delivery task's hand
+        # (``in_hand``) and the queue has room goes straight there, in order all the same.
+        self.handoff: asyncio.Queue[ReceivedMessage] | None = None
+        self.in_hand = False
         # QoS 1 messages handed to the caller and not yet acknowledged, by packet id, in
         # receive order. A packet id is not reused by the broker before its PUBACK.
         self.outstanding: dict[int, ReceivedMessage] = {}
@@ -285,14 +296,15 @@ class MqttSource:
             The number of PUBACKs sent.
         """
         conn = self._conn
-        paho = conn.paho if conn is not None and conn.live else None
-        if conn is None or paho is None:
+        send_pubacks = conn.send_pubacks if conn is not None and conn.live else None
+        if conn is None or send_pubacks is None:
             stale = sum(1 for m in messages if m.qos == _QOS_AT_LEAST_ONCE)
             self._ack_skipped[AckSkipReason.STALE_CONNECTION] += stale
             return 0
         generation = conn.generation
         outstanding = conn.outstanding
-        sent = stale = unknown = 0
+        mids: list[int] = []
+        stale = unknown = 0
         for message in messages:
             if message.qos != _QOS_AT_LEAST_ONCE:
                 continue
@@ -305,8 +317,10 @@ class MqttSource:
                     outstanding[message.mid] = pending
                 unknown += 1
                 continue
-            paho.ack(message.mid, _QOS_AT_LEAST_ONCE)
-            sent += 1
+            mids.append(message.mid)
+        sent = len(mids)
+        if mids:
+            send_pubacks(mids)
         self._count_acks(conn, sent, stale)
         if unknown:
             self._ack_skipped[AckSkipReason.NOT_OUTSTANDING] += unknown
@@ -415,9 +429,10 @@ class MqttSource:
             properties=connect_properties(settings),
             tls_context=context,
         )
-        conn.paho = take_over(
+        conn.paho = paho_client(client)
+        conn.send_pubacks = take_over(
             client,
-            on_message=lambda message: self._on_message(conn, message),
+            on_publish=functools.partial(self._on_publish, conn),
             on_connect=lambda present, code: self._on_connack(conn, present, code),
             on_disconnect=lambda code, by_broker: self._on_lost(conn, code, by_broker),
         )
@@ -488,20 +503,31 @@ class MqttSource:
         self._announce(conn)
 
     async def _deliver(self, conn: _Connection, queue: asyncio.Queue[ReceivedMessage]) -> None:
-        """Move messages from the connection's inbox to the caller's queue, in order."""
+        """Move messages from the connection's inbox to the caller's queue, in order.
+
+        While it runs, :meth:`_on_publish` hands a message over itself when nothing waits
+        ahead of it (see ``_Connection.handoff``); this task moves the rest.
+        """
         inbox = conn.inbox
         outstanding = conn.outstanding
-        while True:
-            message = await inbox.get()
-            try:
-                await queue.put(message)
-            except asyncio.CancelledError:
-                if message.qos != _QOS_AT_LEAST_ONCE:
-                    self._dropped[DropReason.QOS0_UNDELIVERED] += 1
-                raise
-            self._delivered += 1
-            if message.qos == _QOS_AT_LEAST_ONCE:
-                outstanding[message.mid] = message
+        conn.handoff = queue
+        try:
+            while True:
+                message = await inbox.get()
+                conn.in_hand = True
+                try:
+                    await queue.put(message)
+                except asyncio.CancelledError:
+                    if message.qos != _QOS_AT_LEAST_ONCE:
+                        self._dropped[DropReason.QOS0_UNDELIVERED] += 1
+                    raise
+                finally:
+                    conn.in_hand = False
+                self._delivered += 1
+                if message.qos == _QOS_AT_LEAST_ONCE:
+                    outstanding[message.mid] = message
+        finally:
+            conn.handoff = None
 
     async def _drain(self, conn: _Connection) -> None:
         """Wait until the caller acknowledged everything delivered, up to drain_timeout_secs."""
@@ -565,20 +591,27 @@ class MqttSource:
             )
 
     # ------------------------------------------------------------------ paho callbacks
-    def _on_message(self, conn: _Connection, message: mqtt.MQTTMessage) -> None:
-        """Runs inside paho's read loop on the event loop thread: no I/O, no await."""
+    def _on_publish(  # noqa: PLR0913, PLR0917 - one PUBLISH's fields, positional for speed
+        self,
+        conn: _Connection,
+        raw_topic: bytes,
+        payload: bytes,
+        qos: int,
+        retain: bool,  # noqa: FBT001
+        mid: int,
+        dup: bool,  # noqa: FBT001
+    ) -> None:
+        """Runs inside the read callback on the event loop thread: no I/O, no await."""
         self._received += 1
-        qos = message.qos
         try:
-            topic = message.topic
+            topic = raw_topic.decode()
         except UnicodeDecodeError:
-            self._drop_invalid_topic(conn, message)
+            self._drop_invalid_topic(conn, qos, mid)
             return
         inbox = conn.inbox
         if qos != _QOS_AT_LEAST_ONCE and inbox.qsize() >= self._settings.max_buffered_qos0_messages:
             self._drop_qos0(conn)
             return
-        payload = message.payload
         limit = self.payload_limit
         original_size: int | None = None
         digest: str | None = None
@@ -588,20 +621,27 @@ class MqttSource:
             original_size = len(payload)
             digest = sha256(payload).hexdigest()
             payload = payload[: limit.keep_bytes]
-        inbox.put_nowait(
-            ReceivedMessage(
-                topic,
-                bytes(payload),  # paho hands out a bytearray
-                qos,
-                bool(message.retain),
-                self._clock_ms(),
-                message.mid if qos else 0,
-                conn.generation,
-                bool(message.dup),
-                original_size,
-                digest,
-            )
+        message = ReceivedMessage(
+            topic,
+            payload,
+            qos,
+            retain,
+            self._clock_ms(),
+            mid,
+            conn.generation,
+            dup,
+            original_size,
+            digest,
         )
+        queue = conn.handoff
+        if queue is None or conn.in_hand or not inbox.empty() or queue.full():
+            inbox.put_nowait(message)
+            return
+        # Nothing waits ahead of it: hand it over now, as the delivery task would.
+        queue.put_nowait(message)
+        self._delivered += 1
+        if qos == _QOS_AT_LEAST_ONCE:
+            conn.outstanding[mid] = message
 
     def _on_connack(self, conn: _Connection, session_present: bool, code: ReasonCode) -> None:  # noqa: FBT001
         if not code.is_failure:
@@ -626,15 +666,15 @@ class MqttSource:
                 extra={"connection": conn.generation, "reason": DropReason.QOS0_BUFFER_FULL},
             )
 
-    def _drop_invalid_topic(self, conn: _Connection, message: mqtt.MQTTMessage) -> None:
+    def _drop_invalid_topic(self, conn: _Connection, qos: int, mid: int) -> None:
         self._dropped[DropReason.INVALID_TOPIC] += 1
         _log.error(
             "Dropped a message whose topic is not valid UTF-8; the broker should have refused it.",
             extra={"connection": conn.generation, "reason": DropReason.INVALID_TOPIC},
         )
-        if message.qos == _QOS_AT_LEAST_ONCE and conn.paho is not None:
+        if qos == _QOS_AT_LEAST_ONCE and conn.send_pubacks is not None:
             # It can never be spooled; without a PUBACK it would come back on every connection.
-            conn.paho.ack(message.mid, _QOS_AT_LEAST_ONCE)
+            conn.send_pubacks([mid])
 
     # ------------------------------------------------------------------ events
     def _announce(self, conn: _Connection) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import socket
 from collections import Counter
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -21,6 +22,9 @@ from tests.integration._source_mqtt_support import (
     take,
     wait_until,
 )
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
 
 PROTOCOLS = pytest.mark.parametrize("protocol", ["3.1.1", "5"])
 
@@ -161,15 +165,15 @@ async def test_source_mqtt_ack_from_old_connection_is_skipped(
         await run.wait_connected(2)
         conn = run.source._conn
         assert conn is not None
-        assert conn.paho is not None
+        assert conn.send_pubacks is not None
         sent_acks: list[int] = []
-        real_ack = conn.paho.ack
+        real_send_pubacks = conn.send_pubacks
 
-        def spy_ack(mid: int, qos: int):
-            sent_acks.append(mid)
-            return real_ack(mid, qos)
+        def spy_send_pubacks(mids: Sequence[int]) -> None:
+            sent_acks.extend(mids)
+            real_send_pubacks(mids)
 
-        conn.paho.ack = spy_ack  # type: ignore[method-assign]
+        conn.send_pubacks = spy_send_pubacks
         assert run.source.ack(old) == 0
         assert sent_acks == []
         assert run.source.stats().ack_skipped[AckSkipReason.STALE_CONNECTION] == 5

@@ -18,14 +18,15 @@ NOW_MS = 1_700_000_000_000
 
 
 class FakePaho:
-    """Records the PUBACKs the source sends."""
+    """Records the PUBACKs the source sends, and how many writes they took."""
 
     def __init__(self) -> None:
         self.acks: list[tuple[int, int]] = []
+        self.writes = 0
 
-    def ack(self, mid: int, qos: int) -> int:
-        self.acks.append((mid, qos))
-        return 0
+    def send_pubacks(self, mids: list[int]) -> None:
+        self.acks.extend((mid, 1) for mid in mids)
+        self.writes += 1
 
 
 def _source(**settings) -> MqttSource:
@@ -38,6 +39,7 @@ def _live(source: MqttSource, generation: int = 1) -> tuple[_Connection, FakePah
     conn = _Connection(generation)
     paho = FakePaho()
     conn.paho = paho  # type: ignore[assignment]
+    conn.send_pubacks = paho.send_pubacks
     conn.accepted = conn.live = True
     source._conn = conn
     return conn, paho
@@ -50,12 +52,18 @@ def _paho_message(mid: int, qos: int = 1, topic: bytes = b"plant/a/t") -> mqtt.M
     return message
 
 
+def _on_message(source: MqttSource, conn: _Connection, message: mqtt.MQTTMessage) -> None:
+    """Hand a PUBLISH to the source as the reader does (topic as raw bytes, payload bytes)."""
+    fields = (message._topic, bytes(message.payload), message.qos, message.retain, message.mid)
+    source._on_publish(conn, *fields, message.dup)
+
+
 def _receive(
     source: MqttSource, conn: _Connection, *mids: int, qos: int = 1
 ) -> list[ReceivedMessage]:
     """Run messages through the receive path and 'deliver' them as the delivery task does."""
     for mid in mids:
-        source._on_message(conn, _paho_message(mid, qos))
+        _on_message(source, conn, _paho_message(mid, qos))
     delivered = []
     while not conn.inbox.empty():
         message = conn.inbox.get_nowait()
@@ -149,7 +157,7 @@ def test_ack_twice_never_acks_a_newer_message_with_the_same_id():
     assert source.ack([first]) == 1
     reused = _paho_message(5)  # the broker reuses id 5 after our PUBACK
     reused.payload = bytearray(b"newer")
-    source._on_message(conn, reused)
+    _on_message(source, conn, reused)
     [second] = _receive(source, conn)
     assert source.ack([first]) == 0
     assert paho.acks == [(5, 1)]
@@ -187,8 +195,8 @@ def test_ack_qos0_overflow_is_dropped_and_counted():
     source = _source(max_buffered_qos0_messages=2)
     conn, _ = _live(source)
     for mid in (0, 0, 0):
-        source._on_message(conn, _paho_message(mid, qos=0))
-    source._on_message(conn, _paho_message(7, qos=1))
+        _on_message(source, conn, _paho_message(mid, qos=0))
+    _on_message(source, conn, _paho_message(7, qos=1))
     assert conn.inbox.qsize() == 3
     stats = source.stats()
     assert stats.received == 4
@@ -199,7 +207,7 @@ def test_ack_invalid_utf8_topic_is_dropped_acked_and_counted():
     """A topic that is not UTF-8 cannot be spooled: counted, and acked so it does not return."""
     source = _source()
     conn, paho = _live(source)
-    source._on_message(conn, _paho_message(8, topic=b"plant/\xff"))
+    _on_message(source, conn, _paho_message(8, topic=b"plant/\xff"))
     assert conn.inbox.empty()
     assert paho.acks == [(8, 1)]
     assert source.stats().dropped[DropReason.INVALID_TOPIC] == 1
@@ -224,7 +232,7 @@ def test_ack_receive_path_keeps_the_dup_flag():
     conn, _ = _live(source)
     paho_message = _paho_message(3)
     paho_message.dup = True
-    source._on_message(conn, paho_message)
+    _on_message(source, conn, paho_message)
     assert conn.inbox.get_nowait().dup
 
 
@@ -240,8 +248,8 @@ def test_ack_receive_path_cuts_an_oversized_payload_before_buffering():
     big.payload = bytearray(b"z" * 5000)
     small = _paho_message(5)
     small.payload = bytearray(b"s" * 1000)
-    source._on_message(conn, big)
-    source._on_message(conn, small)
+    _on_message(source, conn, big)
+    _on_message(source, conn, small)
     cut, whole = conn.inbox.get_nowait(), conn.inbox.get_nowait()
     assert (cut.payload, cut.original_size) == (b"z" * 100, 5000)
     assert cut.payload_sha256 == hashlib.sha256(b"z" * 5000).hexdigest()
@@ -256,7 +264,7 @@ async def test_ack_delivery_stops_reading_while_the_queue_is_over_its_bytes():
     for mid in (1, 2, 3):
         message = _paho_message(mid)
         message.payload = bytearray(b"p" * 1000)
-        source._on_message(conn, message)
+        _on_message(source, conn, message)
     queue = MessageQueue(max_messages=100, max_bytes=1500)
     delivering = asyncio.ensure_future(source._deliver(conn, queue))
     await asyncio.sleep(0.01)
@@ -301,3 +309,48 @@ async def test_ack_pubacks_count_as_processed_only_after_a_barrier_round_trip():
     assert source.confirmed_acks == (3, 3)
     assert client.unsubscribes == 2
     confirming.cancel()
+
+
+async def _drain_queue(queue: asyncio.Queue[ReceivedMessage], count: int) -> list[int]:
+    return [(await asyncio.wait_for(queue.get(), 1)).mid for _ in range(count)]
+
+
+async def test_ack_receive_hands_over_directly_while_nothing_waits_ahead():
+    """With the delivery task running and room in the queue, a message is handed out at once."""
+    source = _source()
+    conn, _ = _live(source)
+    queue: asyncio.Queue[ReceivedMessage] = asyncio.Queue(maxsize=10)
+    delivering = asyncio.ensure_future(source._deliver(conn, queue))
+    await asyncio.sleep(0)
+    _on_message(source, conn, _paho_message(1))
+    assert queue.qsize() == 1  # no trip through the delivery task
+    assert conn.inbox.empty()
+    assert conn.outstanding.keys() == {1}
+    assert source.stats().delivered == 1
+    delivering.cancel()
+    await asyncio.gather(delivering, return_exceptions=True)
+    _on_message(source, conn, _paho_message(2))  # stopped: nothing more is handed out
+    assert queue.qsize() == 1
+    assert conn.inbox.qsize() == 1
+
+
+@pytest.mark.parametrize("delivery_task_took_it", [False, True])
+async def test_ack_receive_never_overtakes_a_message_waiting_for_room(delivery_task_took_it):
+    """A message waiting in the inbox or in the delivery task's hand goes out before newer ones."""
+    source = _source()
+    conn, _ = _live(source)
+    queue: asyncio.Queue[ReceivedMessage] = asyncio.Queue(maxsize=1)
+    delivering = asyncio.ensure_future(source._deliver(conn, queue))
+    await asyncio.sleep(0)
+    _on_message(source, conn, _paho_message(1))  # straight into the queue, which is now full
+    _on_message(source, conn, _paho_message(2))  # waits in the inbox
+    if delivery_task_took_it:
+        for _ in range(3):
+            await asyncio.sleep(0)
+        assert conn.in_hand
+    assert queue.get_nowait().mid == 1  # room again, but 2 is still ahead of anything new
+    _on_message(source, conn, _paho_message(3))
+    assert await _drain_queue(queue, 2) == [2, 3]
+    assert list(conn.outstanding) == [1, 2, 3]
+    delivering.cancel()
+    await asyncio.gather(delivering, return_exceptions=True)
