@@ -57,7 +57,7 @@ from agent.source._connect import (
     tls_context,
 )
 from agent.source._errors import reason_code, translate
-from agent.source._paho import paho_client, take_over
+from agent.source._paho import ReadControl, paho_client, take_over
 from agent.source._topics import partial_overlaps
 from agent.source._types import (
     AckSkipReason,
@@ -72,7 +72,7 @@ from agent.source._types import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable, Sequence
+    from collections.abc import Callable, Iterable
 
     from paho.mqtt.reasoncodes import ReasonCode
 
@@ -120,6 +120,7 @@ class _Connection:
         "announced",
         "barrier_wanted",
         "confirmed",
+        "control",
         "generation",
         "handoff",
         "in_hand",
@@ -130,17 +131,17 @@ class _Connection:
         "outstanding",
         "paho",
         "qos0_drop_logged",
-        "send_pubacks",
         "session_present",
     )
 
     def __init__(self, generation: int) -> None:
         self.generation = generation
         self.paho: mqtt.Client | None = None
-        # Queues PUBACKs for packet ids, as one write (see agent.source._paho.send_pubacks_on).
-        self.send_pubacks: Callable[[Sequence[int]], None] | None = None
-        # Filled by paho's on_message, emptied by the delivery task. QoS 1 entries are bounded
-        # by the broker's inflight window, QoS 0 entries by max_buffered_qos0_messages.
+        # PUBACKs (one write per group) and pausing reads (see agent.source._paho).
+        self.control: ReadControl | None = None
+        # Filled by the reader, emptied by the delivery task. Bounded by the source itself:
+        # reading pauses while it holds receive_maximum messages (a broker may send more than
+        # its inflight window), and QoS 0 entries by max_buffered_qos0_messages too.
         self.inbox: asyncio.Queue[ReceivedMessage] = asyncio.Queue()
         # The caller's queue while the delivery task runs (None before and after): a message
         # received while the inbox is empty, nothing is in the delivery task's hand
@@ -296,8 +297,8 @@ class MqttSource:
             The number of PUBACKs sent.
         """
         conn = self._conn
-        send_pubacks = conn.send_pubacks if conn is not None and conn.live else None
-        if conn is None or send_pubacks is None:
+        control = conn.control if conn is not None and conn.live else None
+        if conn is None or control is None:
             stale = sum(1 for m in messages if m.qos == _QOS_AT_LEAST_ONCE)
             self._ack_skipped[AckSkipReason.STALE_CONNECTION] += stale
             return 0
@@ -320,7 +321,7 @@ class MqttSource:
             mids.append(message.mid)
         sent = len(mids)
         if mids:
-            send_pubacks(mids)
+            control.send_pubacks(mids)
         self._count_acks(conn, sent, stale)
         if unknown:
             self._ack_skipped[AckSkipReason.NOT_OUTSTANDING] += unknown
@@ -430,7 +431,7 @@ class MqttSource:
             tls_context=context,
         )
         conn.paho = paho_client(client)
-        conn.send_pubacks = take_over(
+        conn.control = take_over(
             client,
             on_publish=functools.partial(self._on_publish, conn),
             on_connect=lambda present, code: self._on_connack(conn, present, code),
@@ -510,10 +511,14 @@ class MqttSource:
         """
         inbox = conn.inbox
         outstanding = conn.outstanding
+        resume_at = self._settings.receive_maximum // 2
         conn.handoff = queue
         try:
             while True:
                 message = await inbox.get()
+                control = conn.control
+                if control is not None and control.paused and inbox.qsize() <= resume_at:
+                    control.resume()
                 conn.in_hand = True
                 try:
                     await queue.put(message)
@@ -636,6 +641,8 @@ class MqttSource:
         queue = conn.handoff
         if queue is None or conn.in_hand or not inbox.empty() or queue.full():
             inbox.put_nowait(message)
+            if inbox.qsize() >= self._settings.receive_maximum and conn.control is not None:
+                conn.control.pause()  # resumed by the delivery task at half of it
             return
         # Nothing waits ahead of it: hand it over now, as the delivery task would.
         queue.put_nowait(message)
@@ -672,9 +679,9 @@ class MqttSource:
             "Dropped a message whose topic is not valid UTF-8; the broker should have refused it.",
             extra={"connection": conn.generation, "reason": DropReason.INVALID_TOPIC},
         )
-        if qos == _QOS_AT_LEAST_ONCE and conn.send_pubacks is not None:
+        if qos == _QOS_AT_LEAST_ONCE and conn.control is not None:
             # It can never be spooled; without a PUBACK it would come back on every connection.
-            conn.send_pubacks([mid])
+            conn.control.send_pubacks([mid])
 
     # ------------------------------------------------------------------ events
     def _announce(self, conn: _Connection) -> None:

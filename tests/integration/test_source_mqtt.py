@@ -11,6 +11,7 @@ import pytest
 
 from agent.model import ReceivedMessage
 from agent.source import AckSkipReason, MqttDisconnected
+from agent.source._paho import READ_BYTES
 from tests.infra import Mosquitto
 from tests.integration._source_mqtt_support import (
     Running,
@@ -277,3 +278,41 @@ async def test_source_mqtt_cancel_reraises_and_reports(mosquitto: Mosquitto, uni
     assert last.requested
     assert last.unacked_messages == 2
     assert not run.source.connected
+
+
+@PROTOCOLS
+async def test_source_mqtt_messages_in_hand_stay_bounded_past_the_brokers_window(
+    mosquitto: Mosquitto, unique_name, protocol
+):
+    """Mosquitto keeps sending past the client's inflight window once PUBACKs flow; the source
+    pauses reading, so the messages it holds but has not handed out stay within
+    receive_maximum plus one read, and every message still arrives, in order.
+    """
+    window = 100
+    topic = f"test/{unique_name}/a"
+    sent = [p.ljust(500, b".") for p in payloads("m", 3000)]
+    settings = source_settings(mosquitto, unique_name, protocol, receive_maximum=window)
+    async with running(settings, queue_size=50) as run:
+        publisher = await asyncio.create_subprocess_exec(
+            "mosquitto_pub", "-h", "127.0.0.1", "-p", str(mosquitto.port), "-q", "1",
+            "-t", topic, "-l", stdin=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        assert publisher.stdin is not None
+        publisher.stdin.write(b"\n".join(sent) + b"\n")
+        publisher.stdin.close()
+        got: list[ReceivedMessage] = []
+        most_held = 0
+        async with asyncio.timeout(60):
+            while len(got) < len(sent):
+                group = [await run.queue.get()]
+                while not run.queue.empty() and len(group) < 25:
+                    group.append(run.queue.get_nowait())
+                await asyncio.sleep(0.005)  # a spool commit
+                run.source.ack(group)
+                got.extend(group)
+                stats = run.source.stats()
+                most_held = max(most_held, stats.received - stats.delivered)
+        assert await publisher.wait() == 0
+    assert [m.payload for m in got] == sent
+    packet_bytes = 2 + 2 + len(topic) + 2 + 1 + 500  # header, topic, packet id, properties
+    assert most_held <= window + READ_BYTES // packet_bytes + 1

@@ -24,9 +24,17 @@ class FakePaho:
         self.acks: list[tuple[int, int]] = []
         self.writes = 0
 
+    paused = False
+
     def send_pubacks(self, mids: list[int]) -> None:
         self.acks.extend((mid, 1) for mid in mids)
         self.writes += 1
+
+    def pause(self) -> None:
+        self.paused = True
+
+    def resume(self) -> None:
+        self.paused = False
 
 
 def _source(**settings) -> MqttSource:
@@ -39,7 +47,7 @@ def _live(source: MqttSource, generation: int = 1) -> tuple[_Connection, FakePah
     conn = _Connection(generation)
     paho = FakePaho()
     conn.paho = paho  # type: ignore[assignment]
-    conn.send_pubacks = paho.send_pubacks
+    conn.control = paho  # type: ignore[assignment]
     conn.accepted = conn.live = True
     source._conn = conn
     return conn, paho
@@ -352,5 +360,29 @@ async def test_ack_receive_never_overtakes_a_message_waiting_for_room(delivery_t
     _on_message(source, conn, _paho_message(3))
     assert await _drain_queue(queue, 2) == [2, 3]
     assert list(conn.outstanding) == [1, 2, 3]
+    delivering.cancel()
+    await asyncio.gather(delivering, return_exceptions=True)
+
+
+async def test_ack_reading_pauses_at_receive_maximum_in_hand_and_resumes_at_half():
+    """A broker that sends past the inflight window cannot grow the inbox: reading pauses at
+    receive_maximum buffered messages and resumes once the delivery task took half of them.
+    """
+    source = _source(receive_maximum=10)
+    conn, control = _live(source)
+    queue: asyncio.Queue[ReceivedMessage] = asyncio.Queue(maxsize=1)
+    for mid in range(1, 11):
+        _on_message(source, conn, _paho_message(mid))
+    assert conn.inbox.qsize() == 10
+    assert control.paused
+    delivering = asyncio.ensure_future(source._deliver(conn, queue))
+    taken = 0
+    while control.paused:
+        await asyncio.sleep(0)
+        if queue.full():
+            queue.get_nowait()
+            taken += 1
+    assert conn.inbox.qsize() <= 5
+    assert taken >= 4
     delivering.cancel()
     await asyncio.gather(delivering, return_exceptions=True)

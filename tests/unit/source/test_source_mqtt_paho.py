@@ -7,6 +7,7 @@ reading path, its keepalive clock, its outgoing packet queue and its PUBACK form
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import socket
 import struct
@@ -106,12 +107,13 @@ class Wired:
         self.received: list[Publish] = []
         self.connects: list[tuple[bool, int]] = []
         self.disconnects: list[tuple[int, bool]] = []
-        self.send_pubacks = take_over(
+        self.control = take_over(
             self.client,
             on_publish=lambda *fields: self.received.append(fields),
             on_connect=lambda present, code: self.connects.append((present, code.value)),
             on_disconnect=lambda code, by_broker: self.disconnects.append((code.value, by_broker)),
         )
+        self.send_pubacks = self.control.send_pubacks
         self.paho = self.client._client
         self.ours, self.broker = socket.socketpair()
         self.ours.setblocking(False)
@@ -212,3 +214,38 @@ async def test_paho_send_pubacks_queues_one_write_for_a_group(wired):
     assert queued["command"] & 0xF0 == 0x40
     wired.send_pubacks([])
     assert len(paho._out_packet) == 1
+
+
+async def test_paho_reader_paused_socket_is_not_watched_and_resumed_reads_what_waited(wired):
+    """While paused the event loop does not read the socket; after resume the bytes that
+    arrived meanwhile are read and handed over, in order.
+    """
+    wired.paho.loop_read()  # bind the reader to this connection's socket
+    loop = asyncio.get_running_loop()
+    loop.add_reader(wired.ours.fileno(), wired.paho.loop_read)  # as aiomqtt does
+    wired.control.pause()
+    assert wired.control.paused
+    wired.broker.sendall(publish(b"t", b"1", mid=1) + publish(b"t", b"2", mid=2))
+    for _ in range(5):
+        await asyncio.sleep(0.01)
+    assert wired.received == []
+    wired.control.resume()
+    assert not wired.control.paused
+    for _ in range(50):
+        if len(wired.received) == 2:
+            break
+        await asyncio.sleep(0.01)
+    assert [fields[1] for fields in wired.received] == [b"1", b"2"]
+    loop.remove_reader(wired.ours.fileno())
+
+
+async def test_paho_reader_resume_after_the_connection_closed_watches_nothing(wired):
+    """A pause outlived by its connection: resume neither reads nor re-registers the socket."""
+    wired.paho.loop_read()
+    wired.control.pause()
+    wired.broker.shutdown(socket.SHUT_WR)
+    wired.paho._sock = None  # paho closed the connection meanwhile
+    wired.control.resume()
+    await asyncio.sleep(0.01)
+    assert not wired.control.paused
+    assert wired.disconnects == []
