@@ -159,6 +159,7 @@ def _load(args: argparse.Namespace, *, json_errors: bool = False) -> LoadedConfi
 
 
 def _run(args: argparse.Namespace) -> int:
+    from agent._gc import tune_for_throughput  # noqa: PLC0415
     from agent.app import Agent  # noqa: PLC0415 - keep `--help` and check-config fast
     from agent.errors import AgentError, ConfigError  # noqa: PLC0415
     from agent.logs import configure_logging  # noqa: PLC0415
@@ -168,6 +169,7 @@ def _run(args: argparse.Namespace) -> int:
         return EX_CONFIG
     settings = loaded.settings
     configure_logging(settings.log_level, settings.log_format)
+    tune_for_throughput()
 
     async def main_task() -> int:
         shutdown = asyncio.Event()
