@@ -100,7 +100,7 @@ class ForwarderSettings(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     max_in_flight_blocks: int = Field(
-        default=32,
+        default=16,
         ge=1,
         le=1024,
         description="Spool blocks in the producer at once.",

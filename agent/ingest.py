@@ -73,7 +73,7 @@ class IngestSettings(BaseModel):
         json_schema_extra={"reload": "restart"},
     )
     max_batch_messages: int = Field(
-        default=2000,
+        default=500,
         ge=1,
         le=100_000,
         description="Largest group written as one spool block.",
@@ -91,7 +91,7 @@ class IngestSettings(BaseModel):
         json_schema_extra={"reload": "restart"},
     )
     queue_max_messages: int = Field(
-        default=10_000,
+        default=2_000,
         ge=1,
         description=(
             "Messages received but not yet written. When full the source stops reading and the "

@@ -81,6 +81,11 @@ _CACHE_SETTINGS: dict[str, object] = {
     "tag_index": 0,
     "disk_min_file_size": 16 * 1024**2,  # BytesOnlyDisk stores inline anyway
     "sqlite_journal_mode": "wal",
+    # Blocks are written once and read back at most once, so SQLite's page cache and memory
+    # map save little I/O; diskcache's defaults (32 MiB cache, 64 MiB map) would show up as
+    # resident memory under load.
+    "sqlite_cache_size": 1024,  # pages: 4 MiB
+    "sqlite_mmap_size": 0,
 }
 _SQLITE_SYNCHRONOUS = {"fsync": 2, "normal": 1}  # FULL, NORMAL
 # Primary SQLite result codes (https://sqlite.org/rescode.html).
