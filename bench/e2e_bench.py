@@ -44,6 +44,23 @@ def cpu_secs(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
+def write_bytes(pid: int) -> int:
+    """Bytes the process caused to be written to storage (``/proc/PID/io`` write_bytes)."""
+    for line in Path(f"/proc/{pid}/io").read_text().splitlines():
+        if line.startswith("write_bytes:"):
+            return int(line.split()[1])
+    return 0
+
+
+def payload_bytes(files: list[Path]) -> int:
+    """Payload bytes in the publishers' files (one payload per line)."""
+    total = 0
+    for path in files:
+        data = path.read_bytes()
+        total += len(data) - data.count(b"\n")
+    return total
+
+
 def rss_mib(pid: int, key: str = "VmRSS") -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith(key + ":"):
@@ -171,6 +188,7 @@ async def main() -> None:
         consuming = asyncio.create_task(counter.run())
         rss_base = rss_mib(agent.pid)
         cpu0 = cpu_secs(agent.pid)
+        written0 = write_bytes(agent.pid)
         t0 = time.monotonic()
         pubs = publish(mosquitto, files, args.protocol)
         spy = None
@@ -184,6 +202,7 @@ async def main() -> None:
         if spy is not None:
             spy.wait()
         cpu = cpu_secs(agent.pid) - cpu0
+        written = write_bytes(agent.pid) - written0
         for p in pubs:
             p.wait()
         elapsed = t_end - t0
@@ -196,9 +215,11 @@ async def main() -> None:
         p99 = lat[int(len(lat) * 0.99)]
         print(f"latency p50/p99   {statistics.median(lat):10.1f} / {p99:.1f} ms"
               " (agent receive -> readable in Kafka)")  # fmt: skip
+        print(f"disk written      {written / payload_bytes(files):10.2f} B per payload byte "
+              f"({written / 2**20:.1f} MiB, /proc/PID/io write_bytes)")  # fmt: skip
 
         if args.outage:
-            await outage(args, work, mosquitto, kafka, counter, total)
+            await outage(args, work, mosquitto, kafka, counter, total, agent.pid)
         consuming.cancel()
     finally:
         if agent is not None and agent.poll() is None:
@@ -208,7 +229,7 @@ async def main() -> None:
         mosquitto.close()
 
 
-async def outage(args, work, mosquitto, kafka, counter, already) -> None:
+async def outage(args, work, mosquitto, kafka, counter, already, agent_pid) -> None:
     per_device = args.messages // args.devices
     total = per_device * args.devices
     files = write_payloads(work, args.devices, per_device, args.payload_bytes, per_device)
@@ -216,6 +237,7 @@ async def outage(args, work, mosquitto, kafka, counter, already) -> None:
     log = work / "agent.log"
     while "Uplink to Kafka lost" not in log.read_text():
         await asyncio.sleep(0.1)
+    written0 = write_bytes(agent_pid)
     t0 = time.monotonic()
     pubs = publish(mosquitto, files, args.protocol)
     target = f"received={already + total}"
@@ -233,6 +255,9 @@ async def outage(args, work, mosquitto, kafka, counter, already) -> None:
     print(f"drain             {total / drain:10.0f} msg/s  ({drain:.1f} s after Kafka was up; "
           f"broker restart took {t_up - t1:.1f} s)")  # fmt: skip
     print(f"drain / ingest    {total / drain / (total / spooled):10.1f} x")
+    written = write_bytes(agent_pid) - written0
+    print(f"disk written      {written / payload_bytes(files):10.2f} B per payload byte "
+          "(outage + drain)")  # fmt: skip
 
 
 if __name__ == "__main__":

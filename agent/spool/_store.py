@@ -33,6 +33,7 @@ from agent.model import SpoolBlock
 from agent.spool._disk import BytesOnlyDisk, ForeignKey, RefusedRowError, fetch_raw
 from agent.spool._format import BlockFormatError, decode_block, encode_block, verify_block
 from agent.spool._index import BlockIndex
+from agent.spool._recent import MEMORY_BYTES, Recent
 from agent.spool._reserve import OUT_OF_SPACE, Reserve
 from agent.spool._scan import TAG, ScanResult, execute, scan
 from agent.spool._types import (
@@ -134,12 +135,15 @@ class EncodedBlock:
         records: Records in it.
         created_at_ms: The creation time written in its header (wall clock).
         journal: Bytes to store as the journal in the same transaction, or None.
+        decoded: The records ``data`` encodes, kept in memory once committed (see
+            :class:`_Recent`), or None.
     """
 
     data: bytes
     records: int
     created_at_ms: int
     journal: bytes | None = None
+    decoded: tuple[Record, ...] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,6 +159,8 @@ class Store:
 
     sqlite_timeout_secs: ClassVar[float] = 10.0
     """How long a write waits for SQLite's lock; only another process could hold it."""
+    memory_bytes: ClassVar[int] = MEMORY_BYTES
+    """Budget of the memory copies of recent blocks (see ``_recent``); 0 turns them off."""
 
     def __init__(
         self,
@@ -182,6 +188,7 @@ class Store:
         self._next_id = 1
         self._age_offset_ms = 0
         self._journal = b""
+        self._recent = Recent(self.memory_bytes)
         self._leased: set[int] = set()
         self._dropped_leased: dict[int, tuple[DropReason, int, int]] = {}
         self._reserve = Reserve(settings.directory / RESERVE_FILE, settings.reserve_bytes)
@@ -300,6 +307,7 @@ class Store:
     def close(self) -> None:
         """Release leases, close the database and the directory lock; safe to call twice."""
         self.release_leases()
+        self._recent.clear()
         if self._cache is not None:
             with contextlib.suppress(sqlite3.Error):
                 self._cache.close()
@@ -317,6 +325,7 @@ class Store:
             self._index = BlockIndex()
         self._next_id = 1
         self._journal = b""
+        self._recent.clear()
         self._leased.clear()
         self._dropped_leased.clear()
 
@@ -425,7 +434,8 @@ class Store:
         except ValueError as exc:
             raise PermanentError(str(exc)) from exc
         _refuse_oversized(len(data))
-        return self.commit(EncodedBlock(data, len(records), created_at_ms, journal))
+        decoded = records if isinstance(records, tuple) else tuple(records)
+        return self.commit(EncodedBlock(data, len(records), created_at_ms, journal, decoded))
 
     def commit(self, block: EncodedBlock) -> AppendResult | EncodedBlock:
         """Store an encoded block, applying the overflow policy when it does not fit.
@@ -456,6 +466,8 @@ class Store:
         self._compact_index()
         if block.journal is not None:
             self._journal = block.journal
+        if block.decoded is not None:
+            self._recent.add(SpoolBlock(block_id, block.created_at_ms, block.decoded, size))
         if dropped is not None:
             self._count_drop(DropReason.SPOOL_FULL_DROP_OLDEST, *dropped)
         self._listener.data_added()
@@ -506,7 +518,7 @@ class Store:
                 ):
                     expired.append(block_id)
                     continue
-                block_or_bad = self._read_row(block_id)
+                block_or_bad = self._recent.take(block_id) or self._read_row(block_id)
                 if isinstance(block_or_bad, _BadRow):
                     bad.append(block_or_bad)
                 else:
@@ -548,6 +560,8 @@ class Store:
             self._with_reserve("remove delivered blocks from the spool", self._delete, present)
             with self._lock:
                 self._index.remove(present)
+            for block_id in present:
+                self._recent.discard(block_id)
             self._compact_index()
         delivered_after_drop = 0
         for block_id in wanted:
@@ -728,6 +742,7 @@ class Store:
         index = self._index
         records = size_bytes = 0
         for block_id in block_ids:
+            self._recent.discard(block_id)
             pos = index.position(block_id)
             if pos < 0:
                 continue
@@ -803,6 +818,7 @@ class Store:
                     records, size_bytes = index.records[pos], index.sizes[pos]
                     index.remove([block_id])
                     self._leased.discard(block_id)
+                    self._recent.discard(block_id)
                 else:
                     records, size_bytes = 0, len(row.raw)
                 self._dropped_records[DropReason.CORRUPT] += records

@@ -294,6 +294,13 @@ async def test_spool_max_age_zero_never_expires(open_spool, make_batch, clock):
     assert _ids(await spool.read()) == [1]
 
 
+@pytest.fixture
+def disk_reads_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No memory copies of recent blocks: every read goes to the database (see ``_recent``)."""
+    monkeypatch.setattr(Store, "memory_bytes", 0)
+
+
+@pytest.mark.usefixtures("disk_reads_only")
 async def test_spool_corrupt_row_is_quarantined_on_read_and_reading_goes_on(
     open_spool, make_batch, sql, spool_dir, events
 ):
@@ -348,6 +355,7 @@ async def test_spool_garbage_row_is_quarantined_at_read_and_ids_stay_monotonic(
     assert kept.read_bytes() == b"not a block at all"
 
 
+@pytest.mark.usefixtures("disk_reads_only")
 async def test_spool_missing_row_is_reported_and_skipped(open_spool, make_batch, sql, events):
     """A row deleted underneath the spool is reported as missing and reading goes on."""
     spool = await open_spool()
