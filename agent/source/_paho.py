@@ -69,6 +69,9 @@ _log = logging.getLogger("agent.source.mqtt")
 READ_BYTES: Final = 65_536
 """One ``recv`` asks for this much."""
 MAX_READ_BYTES_PER_CALL: Final = 1_048_576
+MAX_PAUSE_SECS: Final = 1.0
+"""Longest a pause lasts before the socket is read again (one chunk at most, then it may pause
+again): a caller that takes nothing for a long time costs at most one chunk per second."""
 """One ``loop_read`` reads at most this much, so other callbacks get the loop; aiomqtt calls
 it again while a TLS socket has decrypted bytes pending, and the socket stays readable."""
 _PUBACK: Final = 0x40
@@ -291,7 +294,11 @@ class _Reader:
         if self.paused is not None or sock is None:
             return
         self.paused = sock
-        asyncio.get_running_loop().remove_reader(sock.fileno())
+        loop = asyncio.get_running_loop()
+        loop.remove_reader(sock.fileno())
+        # A pause never outlasts MAX_PAUSE_SECS: the connection's end (an EOF, a CONNACK after
+        # a reconnect) is seen even while the caller takes nothing.
+        loop.call_later(MAX_PAUSE_SECS, self._resume_if_paused_on, sock)
 
     def resume(self) -> None:
         """Watch the socket again, if it is still the connection's; see :class:`ReadControl`."""
@@ -302,6 +309,10 @@ class _Reader:
         loop = asyncio.get_running_loop()
         loop.add_reader(sock.fileno(), self._readable)
         loop.call_soon(self._readable)  # bytes may have arrived while nobody watched
+
+    def _resume_if_paused_on(self, sock: object) -> None:
+        if self.paused is sock:
+            self.resume()
 
     def _readable(self) -> None:
         """The socket is readable: what aiomqtt's reader callback does, for a resumed socket."""

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from agent.model import ReceivedMessage
-from agent.source import AckSkipReason, MqttDisconnected
+from agent.source import AckSkipReason, MqttDisconnected, _paho
 from agent.source._paho import READ_BYTES
 from tests.infra import Mosquitto
 from tests.integration._source_mqtt_support import (
@@ -154,7 +154,7 @@ async def test_source_mqtt_survives_broker_restart(mosquitto: Mosquitto, unique_
 
 @PROTOCOLS
 async def test_source_mqtt_ack_from_old_connection_is_skipped(
-    mosquitto: Mosquitto, unique_name, protocol
+    mosquitto: Mosquitto, unique_name, protocol, monkeypatch: pytest.MonkeyPatch
 ):
     """ack() of a message from a dropped connection sends no PUBACK on the new one."""
     topic = f"test/{unique_name}/t"
@@ -166,15 +166,15 @@ async def test_source_mqtt_ack_from_old_connection_is_skipped(
         await run.wait_connected(2)
         conn = run.source._conn
         assert conn is not None
-        assert conn.send_pubacks is not None
+        assert conn.control is not None
         sent_acks: list[int] = []
-        real_send_pubacks = conn.send_pubacks
+        real_send_pubacks = _paho.send_pubacks_on
 
-        def spy_send_pubacks(mids: Sequence[int]) -> None:
+        def spy_send_pubacks(paho: object, mids: Sequence[int]) -> None:
             sent_acks.extend(mids)
-            real_send_pubacks(mids)
+            real_send_pubacks(paho, mids)  # type: ignore[arg-type]
 
-        conn.send_pubacks = spy_send_pubacks
+        monkeypatch.setattr(_paho, "send_pubacks_on", spy_send_pubacks)
         assert run.source.ack(old) == 0
         assert sent_acks == []
         assert run.source.stats().ack_skipped[AckSkipReason.STALE_CONNECTION] == 5
