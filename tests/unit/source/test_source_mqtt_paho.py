@@ -226,15 +226,14 @@ async def test_paho_reader_paused_socket_is_not_watched_and_resumed_reads_what_w
     wired.control.pause()
     assert wired.control.paused
     wired.broker.sendall(publish(b"t", b"1", mid=1) + publish(b"t", b"2", mid=2))
-    for _ in range(5):
-        await asyncio.sleep(0.01)
+    for _ in range(5):  # event-loop iterations: each polls the watched sockets
+        await asyncio.sleep(0)
     assert wired.received == []
     wired.control.resume()
     assert not wired.control.paused
-    for _ in range(50):
-        if len(wired.received) == 2:
-            break
-        await asyncio.sleep(0.01)
+    async with asyncio.timeout(5):
+        while len(wired.received) < 2:
+            await asyncio.sleep(0)
     assert [fields[1] for fields in wired.received] == [b"1", b"2"]
     loop.remove_reader(wired.ours.fileno())
 
@@ -246,6 +245,7 @@ async def test_paho_reader_resume_after_the_connection_closed_watches_nothing(wi
     wired.broker.shutdown(socket.SHUT_WR)
     wired.paho._sock = None  # paho closed the connection meanwhile
     wired.control.resume()
-    await asyncio.sleep(0.01)
+    for _ in range(5):  # event-loop iterations: a registered reader would run
+        await asyncio.sleep(0)
     assert not wired.control.paused
     assert wired.disconnects == []
