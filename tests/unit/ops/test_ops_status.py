@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from agent import cli
+from agent.config import load_config
 from agent.ops import status_cmd
 from agent.ops.status_cmd import Target
 from agent.telemetry import HttpServer, HttpSettings, LoopWatchdog, Metrics, Readiness
@@ -185,8 +186,6 @@ def test_top_ends_with_exit_0_on_ctrl_c() -> None:
 
 def test_status_target_comes_from_the_config() -> None:
     """--config gives the URL (a wildcard listen address is asked on loopback) and the names."""
-    from agent.config import load_config
-
     settings = load_config(
         None,
         {"kafka.bootstrap_servers": "k1:9092", "http.port": 9999, "mqtt.host": "broker"},

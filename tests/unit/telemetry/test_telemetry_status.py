@@ -1,4 +1,4 @@
-"""/status: uplink, MQTT, spool depth, rates from counters, last errors; bounded, no hot-path work."""
+"""/status: uplink, MQTT, spool depth, rates from counters, last errors; all bounded."""
 
 from __future__ import annotations
 
