@@ -203,7 +203,8 @@ def _error_lines(document: Mapping[str, Any]) -> list[str]:
     now_ms = int(document.get("now_ms", 0))
     for entry in errors[-ERRORS_SHOWN:]:
         ago = _fmt.duration((now_ms - int(entry.get("at_ms", now_ms))) / 1000)
-        cause = f" ({entry['error']})" if entry.get("error") else ""
+        why = entry.get("error") or entry.get("reason")
+        cause = f" ({why})" if why else ""
         lines.append(f"  {ago} ago {entry.get('level', '?')}: {entry.get('message', '')}{cause}")
     return lines
 

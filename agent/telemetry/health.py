@@ -204,6 +204,7 @@ RATE_WINDOW_SECS: Final = 10.0
 MAX_ERRORS: Final = 20
 """Warnings and errors ``/status`` keeps (the newest)."""
 MAX_ERROR_CHARS: Final = 500
+_CAUSE_FIELDS: Final = ("error", "reason")
 
 _P: Final = "edge_agent_"
 _UPLINK: Final = _P + "uplink_up"
@@ -248,9 +249,9 @@ _RATES: Final = {
 class ErrorRing(logging.Handler):
     """A logging handler that keeps the newest ``capacity`` WARNING-or-worse log lines.
 
-    ``/status`` shows them as ``last_errors``. Only the message and the ``error`` field (the
-    agent's convention for the cause) are kept, each cut to :data:`MAX_ERROR_CHARS`; records
-    below WARNING cost one level comparison.
+    ``/status`` shows them as ``last_errors``. Only the message and the ``error`` and ``reason``
+    fields (the agent's conventions for the cause) are kept, each cut to
+    :data:`MAX_ERROR_CHARS`; records below WARNING cost one level comparison.
     """
 
     def __init__(self, capacity: int = MAX_ERRORS) -> None:
@@ -267,9 +268,10 @@ class ErrorRing(logging.Handler):
                 "logger": record.name,
                 "message": record.getMessage()[:MAX_ERROR_CHARS],
             }
-            error = getattr(record, "error", None)
-            if error is not None:
-                entry["error"] = str(error)[:MAX_ERROR_CHARS]
+            for name in _CAUSE_FIELDS:
+                value = getattr(record, name, None)
+                if value is not None:
+                    entry[name] = str(value)[:MAX_ERROR_CHARS]
         except Exception:  # noqa: BLE001 - a bad log call must not break logging
             self.handleError(record)
             return
