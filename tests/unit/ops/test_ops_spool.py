@@ -14,6 +14,7 @@ from agent import cli
 from agent.ops import spool_cmd
 from agent.ops._reader import SpoolReader, SpoolReadError
 from agent.spool import Spool, SpoolSettings
+from agent.spool._store import BLOCKS_DIR
 from tests.unit.ops._support import (
     TOPIC_A,
     TOPIC_B,
@@ -72,8 +73,14 @@ async def test_spool_commands_read_a_running_spool_without_taking_it_from_the_ag
     await spool.open()
     try:
         first = await spool.append(make_records(0, 25, TOPIC_A))
+        database = spool_dir / BLOCKS_DIR
+        before = {name: tree_state(database)[name] for name in ("cache.db", "cache.db-wal")}
         summary = await asyncio.to_thread(spool_cmd.collect_stats, spool_dir)
         assert summary.records == 25
+        # Neither the database nor its write-ahead log changed: no write, no checkpoint.
+        after = {name: tree_state(database)[name] for name in ("cache.db", "cache.db-wal")}
+        assert after == before
+        assert before["cache.db-wal"][0] > 0  # the block is still only in the log
         assert summary.topics[TOPIC_A].records == 25
         # The agent still appends, reads and deletes: no lock, no write was taken from it.
         await spool.append(make_records(25, 5, TOPIC_B))
