@@ -181,6 +181,13 @@ class SpoolReader:
         """
         if not self.directory.is_dir():
             raise SpoolReadError(f"{self.directory} is not a directory; give the spool directory.")
+        if not os.access(self.directory, os.R_OK | os.X_OK) or (
+            self._database.parent.is_dir() and not os.access(self._database.parent, os.X_OK)
+        ):
+            raise SpoolReadError(
+                f"No permission to read {self.directory} (mode 0700, the agent's user); run the "
+                "command as that user, e.g. with sudo -u."
+            )
         if not self._database.is_file():
             raise SpoolReadError(
                 f"{self.directory} holds no spool ({BLOCKS_DIR}/{DATABASE_FILE} is missing); "
@@ -191,8 +198,9 @@ class SpoolReader:
             self._conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
         except sqlite3.Error as exc:
             self.close()
+            hint = "" if os.access(self._database, os.R_OK) else "; run as the agent's user"
             raise SpoolReadError(
-                f"Cannot read the spool database {self._database}: {exc}."
+                f"Cannot read the spool database {self._database}: {exc}{hint}."
             ) from exc
         return self
 
