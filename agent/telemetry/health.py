@@ -426,7 +426,20 @@ class StatusBoard:
         return json.dumps(self.document(), separators=(",", ":")).encode()
 
     async def run(self) -> None:
-        """Sample every :data:`SAMPLE_INTERVAL_SECS` until cancelled (the HTTP task runs it)."""
+        """Sample every :data:`SAMPLE_INTERVAL_SECS` until cancelled (the HTTP task runs it).
+
+        A failing sample is logged once and skipped: it must not end the HTTP endpoint.
+        """
+        failing = False
         while True:
-            self.sample()
+            try:
+                self.sample()
+            except Exception:  # noqa: BLE001 - the sampler's top loop: log, go on
+                if not failing:
+                    _log.warning(
+                        "Sampling the status counters failed; rates are stale.", exc_info=True
+                    )
+                failing = True
+            else:
+                failing = False
             await asyncio.sleep(SAMPLE_INTERVAL_SECS)

@@ -10,6 +10,7 @@ from types import MappingProxyType
 
 from agent.spool import DropReason, SpoolStats
 from agent.telemetry import HttpServer, HttpSettings, LoopWatchdog, Metrics, Readiness
+from agent.telemetry import health
 from agent.telemetry.health import RATE_WINDOW_SECS, ErrorRing, StatusBoard
 
 NOW_MS = 1_700_000_000_000
@@ -174,3 +175,30 @@ async def test_http_status_serves_the_document_and_collects_errors_while_running
     assert document["last_errors"][-1]["error"] == "boom"
     root_handlers = logging.getLogger().handlers
     assert not any(isinstance(h, ErrorRing) for h in root_handlers)  # removed when it stopped
+
+
+async def test_status_sampler_survives_a_failing_sample(monkeypatch, caplog) -> None:
+    """A sample that raises is logged once and the sampler keeps going (the endpoint stays up)."""
+    board, _, _ = _board()
+    calls = []
+    enough = asyncio.Event()
+
+    def flaky() -> dict[str, float]:
+        calls.append(1)
+        if len(calls) >= 4:
+            enough.set()
+        raise RuntimeError("broken")
+
+    monkeypatch.setattr(health, "SAMPLE_INTERVAL_SECS", 0)
+    monkeypatch.setattr(board, "sample", flaky)
+    task = asyncio.create_task(board.run())
+    try:
+        async with asyncio.timeout(5):
+            await enough.wait()
+        assert not task.done()
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    warnings = [r for r in caplog.records if "Sampling the status counters failed" in r.message]
+    assert len(warnings) == 1
