@@ -9,8 +9,7 @@ import logging
 from types import MappingProxyType
 
 from agent.spool import DropReason, SpoolStats
-from agent.telemetry import HttpServer, HttpSettings, LoopWatchdog, Metrics, Readiness
-from agent.telemetry import health
+from agent.telemetry import HttpServer, HttpSettings, LoopWatchdog, Metrics, Readiness, health
 from agent.telemetry.health import RATE_WINDOW_SECS, ErrorRing, StatusBoard
 
 NOW_MS = 1_700_000_000_000
