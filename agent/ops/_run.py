@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import TYPE_CHECKING, Any
 
@@ -17,8 +18,28 @@ class _ConfigProblemError(Exception):
     """The --config file is invalid; the problems were printed."""
 
 
+EXIT_INTERRUPTED = 130
+
+
 def run(args: argparse.Namespace) -> int:
-    """Run ``args.command`` (``spool``, ``status`` or ``top``) and return the exit code."""
+    """Run ``args.command`` (``spool``, ``status`` or ``top``) and return the exit code.
+
+    A reader that stops reading (``| head``) ends the command quietly with 0; Ctrl-C outside
+    ``top`` ends it with 130, without a traceback.
+    """
+    try:
+        return _run(args)
+    except BrokenPipeError:
+        # Python would complain again while flushing stdout at exit: point it at /dev/null.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return 0
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+
+
+def _run(args: argparse.Namespace) -> int:
     try:
         settings = _settings(args.config)
     except _ConfigProblemError:
@@ -79,6 +100,8 @@ def _export(args: argparse.Namespace, directory: Path) -> int:
     try:
         with spool_cmd.open_output(output) as out:
             result = spool_cmd.export_records(directory, out, topics=args.topic, limit=args.limit)
+    except BrokenPipeError:
+        raise  # the reader stopped reading: see run()
     except OSError as exc:
         print(f"edge-agent: Cannot write the export: {exc}.", file=sys.stderr)  # noqa: T201
         return EXIT_FAILED
