@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from agent import __version__
+from agent import __version__, ops
 
 if TYPE_CHECKING:
     from collections.abc import Coroutine, Sequence
@@ -71,6 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--bad-every", type=int, default=0, help="every n-th message malformed")
     sim.add_argument("--device-offset", type=int, default=0)
     sim.add_argument("--connections", type=int, default=4)
+    ops.add_parsers(sub)  # spool, status, top: agent/ops
     return parser
 
 
@@ -115,6 +116,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _check_config(args)
     if args.command == "simulate":
         return _simulate(args)
+    if (code := ops.dispatch(args)) is not None:
+        return code
     parser.print_help()
     return 0
 

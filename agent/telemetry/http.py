@@ -1,4 +1,4 @@
-"""A tiny HTTP/1.1 endpoint on asyncio streams: ``/metrics``, ``/healthz`` and ``/readyz``.
+"""A tiny HTTP/1.1 endpoint on asyncio streams: metrics, health, readiness and status.
 
 No dependency beyond the standard library. Deliberately small:
 
@@ -9,9 +9,13 @@ No dependency beyond the standard library. Deliberately small:
   ``max_request_bytes`` (431); writing the answer has the same timeout; at most
   ``max_connections`` are handled at once (the rest get 503 straight away).
 
-``/healthz`` and ``/readyz`` render :mod:`agent.telemetry.health` (read its docstring for what
-liveness can and cannot see from the loop it runs on). Parsing and routing are pure functions
-(:func:`parse_request`, :meth:`HttpServer.respond`); only :meth:`HttpServer.run` does I/O.
+``/healthz``, ``/readyz`` and ``/status`` render :mod:`agent.telemetry.health` (read its
+docstring for what liveness can and cannot see from the loop it runs on). ``/status`` is the JSON
+document ``edge-agent status`` and ``top`` read; while serving, the endpoint keeps the newest
+warnings and errors the agent logs for it (:class:`~agent.telemetry.health.ErrorRing` on the root
+logger) and samples the counters its rates come from once a second. Parsing and routing are
+pure functions (:func:`parse_request`, :meth:`HttpServer.respond`); only :meth:`HttpServer.run`
+does I/O.
 
 Connections are handled by the tasks :func:`asyncio.start_server` creates; the server keeps track
 of them and closes whatever is still open when :meth:`HttpServer.run` is cancelled.
@@ -27,6 +31,7 @@ from http import HTTPStatus
 from typing import TYPE_CHECKING, Final
 
 from agent.errors import PermanentError
+from agent.telemetry.health import StatusBoard
 
 if TYPE_CHECKING:
     from agent.telemetry.health import LoopWatchdog, Readiness
@@ -46,7 +51,7 @@ LINGER_MAX_BYTES: Final = 65536
 _JSON: Final = "application/json"
 _TEXT: Final = "text/plain; charset=utf-8"
 _ALLOWED: Final = ("GET", "HEAD")
-PATHS: Final = ("/metrics", "/healthz", "/readyz")
+PATHS: Final = ("/metrics", "/healthz", "/readyz", "/status")
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,6 +130,7 @@ class HttpServer:
         request_timeout_secs: float = REQUEST_TIMEOUT_SECS,
         max_request_bytes: int = MAX_REQUEST_BYTES,
         max_connections: int = MAX_CONNECTIONS,
+        status: StatusBoard | None = None,
     ) -> None:
         """Create the server; nothing listens before :meth:`run`.
 
@@ -136,11 +142,13 @@ class HttpServer:
             request_timeout_secs: Longest wait for the request head, and for writing the answer.
             max_request_bytes: Largest request head (request line and headers).
             max_connections: Connections handled at once; more are answered 503 at once.
+            status: Rendered on ``/status`` (default: one built from the three above).
         """
         self._settings = settings
         self._metrics = metrics
         self._health = health
         self._readiness = readiness
+        self._status = status or StatusBoard(metrics, health, readiness)
         self._timeout = request_timeout_secs
         self._max_request_bytes = max_request_bytes
         self._max_connections = max_connections
@@ -169,7 +177,7 @@ class HttpServer:
         """
         host, port = self._settings.listen_host, self._settings.port
         if not self._settings.enabled:
-            _log.info("HTTP endpoint disabled: no /metrics, /healthz or /readyz.")
+            _log.info("HTTP endpoint disabled: no /metrics, /healthz, /readyz or /status.")
             return
         try:
             server = await asyncio.start_server(
@@ -180,14 +188,17 @@ class HttpServer:
                 f"Cannot listen on {host}:{port} for /metrics and health ({exc.strerror}); "
                 "free the port or change http.port."
             ) from exc
+        root = logging.getLogger()
+        root.addHandler(self._status.errors)
         try:
             self._port = int(server.sockets[0].getsockname()[1])
             self._listening.set()
             _log.info("HTTP endpoint listening.", extra={"host": host, "port": self._port})
             # Not serve_forever(): on cancellation it waits for open connections to finish
             # (Python 3.12+) before this block could cancel them.
-            await asyncio.get_running_loop().create_future()
+            await self._status.run()
         finally:
+            root.removeHandler(self._status.errors)
             server.close()
             await self._close_connections()
             with contextlib.suppress(TimeoutError):
@@ -215,13 +226,17 @@ class HttpServer:
     def respond(self, request: Request) -> Response:
         """The answer to one request (no I/O)."""
         if request.path not in PATHS:
-            return _text(HTTPStatus.NOT_FOUND, "Not found; try /metrics, /healthz or /readyz.")
+            return _text(
+                HTTPStatus.NOT_FOUND, "Not found; try /metrics, /healthz, /readyz or /status."
+            )
         if request.method not in _ALLOWED:
             return _text(
                 HTTPStatus.METHOD_NOT_ALLOWED, "Only GET and HEAD.", ("Allow", ", ".join(_ALLOWED))
             )
         if request.path == "/metrics":
             return Response(HTTPStatus.OK, self._metrics.render(), self._metrics.content_type)
+        if request.path == "/status":
+            return Response(HTTPStatus.OK, self._status.to_json(), _JSON)
         if request.path == "/healthz":
             loop = self._health.status()
             status = HTTPStatus.OK if loop.healthy else HTTPStatus.SERVICE_UNAVAILABLE

@@ -327,9 +327,13 @@ class Metrics:
     # ------------------------------------------------------------------ exposition
     def render(self) -> bytes:
         """Run the :meth:`on_render` hooks, then return the text exposition (``CONTENT_TYPE``)."""
+        self.refresh()
+        return generate_latest(self.registry)
+
+    def refresh(self) -> None:
+        """Run the :meth:`on_render` hooks now, so snapshot-updated values are current."""
         for hook in tuple(self._hooks):
             self._run_hook(hook)
-        return generate_latest(self.registry)
 
     @property
     def content_type(self) -> str:
