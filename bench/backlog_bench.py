@@ -123,6 +123,54 @@ async def delivered(consumer: AIOKafkaConsumer) -> int:
     return sum(ends.values())
 
 
+Sample = tuple[float, float, int]  # seconds since start, RSS MiB, records delivered
+
+
+async def watch_drain(
+    agent: asyncio.subprocess.Process,
+    consumer: AIOKafkaConsumer,
+    total: int,
+    args: argparse.Namespace,
+    log: Path,
+) -> tuple[float, float, float, list[Sample]]:
+    """Sample RSS and progress until ``total`` records are in Kafka.
+
+    Returns:
+        The agent's start, the first record's and the last record's monotonic times, and
+        the samples.
+    """
+    t0 = time.monotonic()
+    samples: list[Sample] = []
+    spy = None
+    first_at = None
+    done = 0
+    while done < total:
+        if agent.returncode is not None:
+            raise SystemExit(log.read_text()[-3000:])
+        await asyncio.sleep(args.sample_secs)
+        done = await delivered(consumer)
+        now = time.monotonic()
+        if done and first_at is None:
+            first_at = now
+            if args.profile:
+                spy = await asyncio.create_subprocess_exec(
+                    str(Path(sys.executable).parent / "py-spy"), "record", "-p",
+                    str(agent.pid), "-d", "10", "-r", "200", "-f", "raw",
+                    "-o", args.profile, stdout=asyncio.subprocess.DEVNULL,
+                    stderr=asyncio.subprocess.DEVNULL,
+                )  # fmt: skip
+        samples.append((now - t0, rss_mib(agent.pid), done))
+        if len(samples) % 10 == 0:
+            print(f"  {now - t0:6.0f} s  {done:>12,} delivered  "
+                  f"RSS {samples[-1][1]:.1f} MiB", file=sys.stderr)  # fmt: skip
+    t_end = time.monotonic()
+    if spy is not None:
+        await spy.wait()
+    if first_at is None:
+        raise SystemExit("no record arrived")
+    return t0, first_at, t_end, samples
+
+
 async def main() -> None:
     logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -169,34 +217,12 @@ async def main() -> None:
             consumer = AIOKafkaConsumer(bootstrap_servers=kafka.bootstrap_servers)
             await consumer.start()
             log = (work / "agent.log").open("wb")
-            t0 = time.monotonic()
             agent = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "agent", "run", "--config", str(work / "agent.yaml"),
-                *(f"--set={option}" for option in args.set), stdout=log, stderr=asyncio.subprocess.STDOUT,
+                *(f"--set={option}" for option in args.set),
+                stdout=log, stderr=asyncio.subprocess.STDOUT,
             )  # fmt: skip
-            samples: list[tuple[float, float, int]] = []
-            first_at = None
-            done = 0
-            while done < total:
-                if agent.returncode is not None:
-                    raise SystemExit((work / "agent.log").read_text()[-3000:])
-                await asyncio.sleep(args.sample_secs)
-                done = await delivered(consumer)
-                now = time.monotonic()
-                if done and first_at is None:
-                    first_at = now
-                    if args.profile:
-                        spy = await asyncio.create_subprocess_exec(
-                            str(Path(sys.executable).parent / "py-spy"), "record", "-p",
-                            str(agent.pid), "-d", "10", "-r", "200", "-f", "raw",
-                            "-o", args.profile, stdout=asyncio.subprocess.DEVNULL,
-                            stderr=asyncio.subprocess.DEVNULL,
-                        )  # fmt: skip
-                samples.append((now - t0, rss_mib(agent.pid), done))
-                if len(samples) % 10 == 0:
-                    print(f"  {now - t0:6.0f} s  {done:>12,} delivered  "
-                          f"RSS {samples[-1][1]:.1f} MiB", file=sys.stderr)  # fmt: skip
-            t_end = time.monotonic()
+            drain = await watch_drain(agent, consumer, total, args, work / "agent.log")
             peak = rss_mib(agent.pid, "VmHWM")
         finally:
             if consumer is not None:
@@ -207,7 +233,7 @@ async def main() -> None:
             kafka.close()
             mosquitto.close()
 
-    assert first_at is not None
+    t0, first_at, t_end, samples = drain
     draining = [rss for _, rss, n in samples if 0 < n < total] or [samples[-1][1]]
     print(f"agent start       {first_at - t0:10.1f} s until the first record was readable")
     print(f"drain             {total / (t_end - first_at):10,.0f} records/s "
