@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -168,7 +168,7 @@ def cluster(kube: KubeApiServer, unique_name: str, tmp_path: Path) -> Cluster:
 
 
 @pytest.fixture(scope="session")
-def monitoring_crds(kube_apiserver: KubeApiServer) -> Iterator[None]:
+def monitoring_crds(kube_apiserver: KubeApiServer) -> None:
     """Stand-ins for the Prometheus Operator CRDs the chart's monitoring objects need.
 
     Same group, version, kinds and scope as the operator's, but the spec is not validated
@@ -203,7 +203,6 @@ def monitoring_crds(kube_apiserver: KubeApiServer) -> Iterator[None]:
         return True
 
     wait_until(established, "the monitoring CRDs to be established")
-    return iter([None])
 
 
 # ---------------------------------------------------------------- install
