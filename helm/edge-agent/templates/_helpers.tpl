@@ -187,6 +187,12 @@ always agree with the pod spec (ports, mounts, grace period), even with an exist
     fieldRef:
       fieldPath: spec.nodeName
 {{- end }}
+{{- if .Values.mqttHostFromNode }}
+- name: EDGE_AGENT_MQTT__HOST
+  valueFrom:
+    fieldRef:
+      fieldPath: status.hostIP
+{{- end }}
 - name: EDGE_AGENT_DRAIN_TIMEOUT_SECS
   value: {{ .Values.drainTimeoutSeconds | quote }}
 - name: EDGE_AGENT_SPOOL__DIRECTORY

@@ -8,9 +8,11 @@ Uses the helm that ``scripts/setup`` builds into ``.cache/bin/helm``; without it
 from __future__ import annotations
 
 import functools
+import json
 import re
 import shutil
 import subprocess
+import tarfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -30,10 +32,14 @@ NAMESPACE = "edge"
 KUBE_VERSIONS = ("1.29.0", "1.37.0")
 """The chart's kubeVersion floor and the newest Kubernetes that kubernetes-validate ships."""
 NEWEST = KUBE_VERSIONS[-1]
-CRD_KINDS = {"ServiceMonitor", "PodMonitor"}
+CRD_KINDS = {"ServiceMonitor", "PodMonitor", "PrometheusRule"}
 """Prometheus Operator kinds: no schema in kubernetes-validate; their shape is asserted here."""
 AGENT_UID = 10001
 CONFIG_DIR = "/etc/edge-agent"
+RULES_FILE = CHART / "files" / "prometheus-rules.yaml"
+DASHBOARD_FILE = CHART / "files" / "grafana-dashboard.json"
+DASHBOARD_CONFIGMAP = f"{RELEASE}-edge-agent-dashboard"
+DEFAULT_SPOOL_LIMIT = "1073741824"
 SPOOL_DIR = "/var/lib/edge-agent"
 
 Manifest = dict[str, Any]
@@ -94,6 +100,15 @@ def the(manifests: list[Manifest], kind: str) -> Manifest:
 
 def kinds(manifests: list[Manifest]) -> set[str]:
     return {m["kind"] for m in manifests}
+
+
+def agent_config_maps(manifests: list[Manifest]) -> list[Manifest]:
+    """The rendered ConfigMaps of the agent's configuration (not the Grafana dashboard's)."""
+    return [
+        m
+        for m in manifests
+        if m["kind"] == "ConfigMap" and m["metadata"]["name"] != DASHBOARD_CONFIGMAP
+    ]
 
 
 def pod_spec(manifests: list[Manifest]) -> Manifest:
@@ -174,7 +189,7 @@ def test_helm_chart_renders_schema_valid_objects(values_file, kube_version):
             pytest.fail(f"{name} is invalid for Kubernetes {kube_version}: {exc.message}")
 
 
-@pytest.mark.parametrize("kind", sorted(CRD_KINDS))
+@pytest.mark.parametrize("kind", ["PodMonitor", "ServiceMonitor"])
 def test_helm_chart_monitors_scrape_metrics_endpoint(kind):
     """ServiceMonitor and PodMonitor scrape /metrics on the named http port of these pods."""
     manifests = render(CHART / "ci" / "monitoring-values.yaml")
@@ -188,7 +203,56 @@ def test_helm_chart_monitors_scrape_metrics_endpoint(kind):
 
 def test_helm_chart_renders_no_monitors_by_default():
     """Without the Prometheus Operator CRDs the default install must not need them."""
-    assert not kinds(render()) & CRD_KINDS
+    manifests = render()
+    assert not kinds(manifests) & CRD_KINDS
+    assert DASHBOARD_CONFIGMAP not in {m["metadata"]["name"] for m in manifests}
+
+
+def test_helm_chart_prometheus_rule_is_the_rules_file():
+    """The PrometheusRule's spec is files/prometheus-rules.yaml, unchanged, with its labels."""
+    rule = the(render(CHART / "ci" / "monitoring-values.yaml"), "PrometheusRule")
+    assert rule["spec"] == yaml.safe_load(RULES_FILE.read_text(encoding="utf-8"))
+    assert rule["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+
+
+def test_helm_chart_prometheus_rule_follows_spool_limit():
+    """With config.spool.max_size_bytes set, the rules' spool limit is that value everywhere."""
+    sets = ("monitoring.prometheusRule.enabled=true", "config.spool.max_size_bytes=4294967296")
+    rule = the(render(None, *sets), "PrometheusRule")
+    exprs = [r["expr"] for group in rule["spec"]["groups"] for r in group["rules"]]
+    assert not any(DEFAULT_SPOOL_LIMIT in e for e in exprs)
+    assert sum("4294967296" in e for e in exprs) == 2  # SpoolFilling and SpoolNearlyFull
+
+
+def test_helm_chart_grafana_dashboard_is_the_dashboard_file():
+    """The dashboard ConfigMap holds files/grafana-dashboard.json under the sidecar's label."""
+    manifests = render(CHART / "ci" / "monitoring-values.yaml")
+    (config_map,) = [m for m in manifests if m["metadata"]["name"] == DASHBOARD_CONFIGMAP]
+    assert config_map["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert config_map["metadata"]["annotations"] == {"grafana_folder": "Edge"}
+    assert list(config_map["data"]) == ["edge-agent.json"]
+    text = config_map["data"]["edge-agent.json"]
+    assert text == DASHBOARD_FILE.read_text(encoding="utf-8").rstrip("\n")
+    assert json.loads(text)["uid"] == "edge-agent"
+
+
+def test_helm_chart_grafana_dashboard_namespace_is_settable():
+    """A sidecar that watches one namespace gets the dashboard there."""
+    sets = ("monitoring.grafanaDashboard.enabled=true", "monitoring.grafanaDashboard.namespace=mon")
+    (config_map,) = [m for m in render(None, *sets) if m["metadata"]["name"] == DASHBOARD_CONFIGMAP]
+    assert config_map["metadata"]["namespace"] == "mon"
+
+
+def test_helm_chart_package_ships_ci_values_and_monitoring_files(tmp_path):
+    """`helm package` keeps ci/*-values.yaml (the docs name them) and files/ (templates read it)."""
+    proc = helm("package", str(CHART), "--destination", str(tmp_path))
+    assert proc.returncode == 0, proc.stderr
+    (archive,) = tmp_path.glob("edge-agent-*.tgz")
+    with tarfile.open(archive) as tar:
+        names = set(tar.getnames())
+    wanted = {f"edge-agent/ci/{path.name}" for path in CI_VALUES}
+    wanted |= {"edge-agent/files/prometheus-rules.yaml", "edge-agent/files/grafana-dashboard.json"}
+    assert wanted - names == set()
 
 
 # ---------------------------------------------------------------- pod properties
@@ -309,7 +373,7 @@ def test_helm_chart_mounts_config_as_directory(values_file):
     (volume,) = [v for v in pod_spec(manifests)["volumes"] if v["name"] == "config"]
     wanted = values["configMap"]["existingName"] or f"{RELEASE}-edge-agent"
     assert volume == {"name": "config", "configMap": {"name": wanted}}
-    rendered = [m for m in manifests if m["kind"] == "ConfigMap"]
+    rendered = agent_config_maps(manifests)
     if values["configMap"]["existingName"]:
         assert rendered == []
     else:
@@ -371,9 +435,13 @@ def test_helm_chart_rendered_config_passes_check_config(values_file, check_confi
     """
     manifests = render(values_file)
     values = values_of(values_file)
-    config_maps = [m for m in manifests if m["kind"] == "ConfigMap"]
+    config_maps = agent_config_maps(manifests)
     config = yaml.safe_load(config_maps[0]["data"]["agent.yaml"]) if config_maps else {}
-    downward = {"spec.nodeName": "node-1", "metadata.namespace": NAMESPACE}
+    downward = {
+        "spec.nodeName": "node-1",
+        "metadata.namespace": NAMESPACE,
+        "status.hostIP": "192.0.2.7",
+    }
     env = {
         name: value if isinstance(value, str) else downward[value["fieldRef"]["fieldPath"]]
         for name, value in env_of(agent_container(manifests)).items()
@@ -385,6 +453,8 @@ def test_helm_chart_rendered_config_passes_check_config(values_file, check_confi
     assert effective["spool"]["directory"] == f"{SPOOL_DIR}/spool"
     if values["secrets"]["kafkaSaslPasswordKey"]:
         assert effective["kafka"]["sasl_password_file"].startswith("/var/run/secrets/edge-agent/")
+    if values["mqttHostFromNode"]:
+        assert effective["mqtt"]["host"] == "192.0.2.7"
 
 
 @pytest.mark.parametrize(
@@ -494,6 +564,23 @@ def test_helm_chart_spool_volume_follows_persistence_type(values_file, volume, i
         claim = the(manifests, "PersistentVolumeClaim")
         assert claim["metadata"]["name"] == volume["persistentVolumeClaim"]["claimName"]
         assert claim["metadata"]["annotations"] == {"helm.sh/resource-policy": "keep"}
+
+
+def test_helm_chart_mqtt_host_from_node_reads_the_nodes_broker():
+    """mqttHostFromNode points the agent at its own node's IP; by default config.mqtt.host rules."""
+    env = env_of(agent_container(render(None, "mqttHostFromNode=true")))
+    assert env["EDGE_AGENT_MQTT__HOST"] == {"fieldRef": {"fieldPath": "status.hostIP"}}
+    assert "EDGE_AGENT_MQTT__HOST" not in env_of(agent_container(render()))
+
+
+def test_helm_chart_selinux_options_reach_the_pod():
+    """seLinuxOptions labels the pod (and so what it writes to the hostPath); unset by default."""
+    spec = pod_spec(render(CHART / "ci" / "multinode-values.yaml"))
+    assert spec["securityContext"]["seLinuxOptions"] == {"level": "s0:c123,c456"}
+    assert spec["securityContext"]["runAsUser"] == AGENT_UID  # merged, not replaced
+    for container in spec["containers"] + spec.get("initContainers", []):
+        assert "seLinuxOptions" not in container["securityContext"], container["name"]
+    assert "seLinuxOptions" not in pod_spec(render())["securityContext"]
 
 
 def test_helm_chart_spool_permissions_are_opt_out():
