@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import sys
 import tempfile
 import time
@@ -76,7 +77,7 @@ def make_block(index: int, records: int, value_bytes: int, now_ms: int) -> bytes
         }
         text = orjson.dumps(value)
         pad = max(0, value_bytes - len(text) - 12)
-        value["tags"] = {"line": "x" * pad}
+        value["tags"] = {"trace": os.urandom(pad // 2).hex()}  # half the entropy of random
         batch.append(
             Record(
                 topic=TOPIC,
