@@ -68,13 +68,19 @@ Compatibility: this version opens spools of the previous version (untagged rows)
 version opens spools of this one and reads every block (it ignores the tag), but quarantines
 the journal row (key -2) as a foreign key: one ``foreign_key`` quarantine of 0 records.
 
-Block format (version 1, little-endian)
----------------------------------------
+Block format (versions 1 and 2, little-endian)
+----------------------------------------------
+
+This version writes version 2 and reads both. Version 2 is version 1 with the records
+compressed: ``payload`` = uint32 ``records_len`` + a zstd frame (``cramjam``) that decompresses
+to exactly ``records_len`` bytes of records laid out as below; the CRC covers the compressed
+payload. Version 1 spools drain after an upgrade; a downgrade to a version that reads only
+version 1 quarantines the compressed blocks, so drain the spool before downgrading.
 ::
 
     offset  size  field
          0     4  magic          b"ESPB"
-         4     1  version        1
+         4     1  version        1 (plain records) or 2 (zstd-compressed records)
          5     1  flags          0; no flag is defined, a block with any flag set is refused
          6     8  created_at_ms  int64, wall clock when the block was encoded
         14     4  record_count   uint32

@@ -21,6 +21,8 @@ from agent.model import Record
 from agent.spool import Spool, SpoolSettings
 from agent.spool._store import RESERVE_FILE
 
+pytestmark = pytest.mark.usefixtures("plain_blocks")
+
 if TYPE_CHECKING:
     from collections.abc import Iterator
     from pathlib import Path

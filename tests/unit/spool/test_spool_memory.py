@@ -9,6 +9,8 @@ from agent.spool import DropReason, SpoolDropped
 from agent.spool._recent import RECORD_OVERHEAD, Recent
 from agent.spool._store import Store
 
+pytestmark = pytest.mark.usefixtures("plain_blocks")
+
 
 def _recent(spool) -> Recent:
     return spool._store._recent  # what these tests are about

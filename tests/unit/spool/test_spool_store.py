@@ -23,6 +23,8 @@ from agent.spool import (
 from agent.spool._format import encode_block
 from agent.spool._store import BLOCKS_DIR, QUARANTINE_DIR, Store
 
+pytestmark = pytest.mark.usefixtures("plain_blocks")
+
 _KILLED_CHILD = """
 import asyncio, os, sys
 from pathlib import Path
