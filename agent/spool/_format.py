@@ -32,7 +32,8 @@ FLAGS = 0
 ZSTD_LEVEL = 1
 """Fastest level: JSON readings in a block share keys and shapes, and level 1 finds that."""
 MAX_RECORDS_BYTES = 64 * 1024**2
-"""Largest records section a version 2 block may declare (the spool's block limit)."""
+"""Largest records section a block may hold, compressed or not (the spool's block limit).
+:func:`encode_block` refuses more, so every block it writes can be read back."""
 
 # magic, version, flags, created_at_ms, record_count, payload_len, crc32
 _HEADER = struct.Struct("<4sBBqIII")
@@ -85,7 +86,8 @@ def encode_block(
 
     Raises:
         ValueError: A field does not fit the format (topic or header name over 65535 UTF-8
-            bytes, over 65535 headers, a value over 4 GiB, a timestamp outside int64).
+            bytes, over 65535 headers, a value over 4 GiB, a timestamp outside int64), or the
+            records section is over :data:`MAX_RECORDS_BYTES` before compression.
     """
     version = WRITE_VERSION if version is None else version
     parts: list[bytes] = []
@@ -110,6 +112,11 @@ def encode_block(
                 append(name_bytes)
                 append(header_value)
         payload = b"".join(parts)
+        if len(payload) > MAX_RECORDS_BYTES:
+            raise ValueError(
+                f"Records of {len(payload)} bytes are over the block limit of "
+                f"{MAX_RECORDS_BYTES} bytes; append fewer or smaller records at a time."
+            )
         if version == VERSION:
             packed = cramjam.zstd.compress(payload, level=ZSTD_LEVEL)
             payload = b"".join((_RECORDS_LEN.pack(len(payload)), packed))
@@ -120,6 +127,18 @@ def encode_block(
         raise ValueError(f"A record does not fit the spool block format: {exc}.") from exc
     crc = zlib.crc32(payload, zlib.crc32(memoryview(head)[:_CRC_OFFSET]))
     return b"".join((head[:_CRC_OFFSET], crc.to_bytes(4, "little"), payload))
+
+
+def records_size(data: bytes) -> int:
+    """Length of a well-formed block's records section once decompressed (its memory cost).
+
+    For a block :func:`encode_block` just returned; a block read from disk is checked by
+    :func:`decode_block` instead.
+    """
+    if data[len(MAGIC)] == PLAIN_VERSION:  # the version byte follows the magic
+        return len(data) - HEADER_SIZE
+    (records_len,) = _RECORDS_LEN.unpack_from(data, HEADER_SIZE)
+    return int(records_len)
 
 
 def parse_header(data: bytes) -> BlockHeader:

@@ -31,7 +31,13 @@ from diskcache import Cache, Timeout
 from agent.errors import AgentError, PermanentError, RetryableError
 from agent.model import SpoolBlock
 from agent.spool._disk import BytesOnlyDisk, ForeignKey, RefusedRowError, fetch_raw
-from agent.spool._format import BlockFormatError, decode_block, encode_block, verify_block
+from agent.spool._format import (
+    BlockFormatError,
+    decode_block,
+    encode_block,
+    records_size,
+    verify_block,
+)
 from agent.spool._index import BlockIndex
 from agent.spool._recent import MEMORY_BYTES, Recent
 from agent.spool._reserve import OUT_OF_SPACE, Reserve
@@ -467,7 +473,10 @@ class Store:
         if block.journal is not None:
             self._journal = block.journal
         if block.decoded is not None:
-            self._recent.add(SpoolBlock(block_id, block.created_at_ms, block.decoded, size))
+            self._recent.add(
+                SpoolBlock(block_id, block.created_at_ms, block.decoded, size),
+                records_size(block.data),
+            )
         if dropped is not None:
             self._count_drop(DropReason.SPOOL_FULL_DROP_OLDEST, *dropped)
         self._listener.data_added()
