@@ -47,15 +47,22 @@ def _ids(blocks) -> list[int]:
 
 
 def _recrc(block: bytes) -> bytes:
-    """The block with its CRC recomputed: damage the CRC cannot see (a bug, a crafted row)."""
-    crc = zlib.crc32(block[HEADER_SIZE:], zlib.crc32(block[: HEADER_SIZE - 4]))
-    return block[: HEADER_SIZE - 4] + crc.to_bytes(4, "little") + block[HEADER_SIZE:]
+    """The block with its payload length and CRC made to fit again: damage the checks cannot
+    see (a bug, a crafted row)."""
+    head = block[:18] + struct.pack("<I", len(block) - HEADER_SIZE)  # payload_len at 18
+    crc = zlib.crc32(block[HEADER_SIZE:], zlib.crc32(head))
+    return head + crc.to_bytes(4, "little") + block[HEADER_SIZE:]
+
+
+_FRAME_AT = HEADER_SIZE + 4  # the zstd frame follows the uint32 records_len
 
 
 def _frame_not_zstd(block: bytes) -> bytes:
-    records_len = HEADER_SIZE + 4  # the frame follows the uint32 records_len
-    frame = block[records_len:]
-    return _recrc(block[:records_len] + bytes(4) + frame[4:])  # zstd magic zeroed
+    return _recrc(block[:_FRAME_AT] + bytes(4) + block[_FRAME_AT + 4 :])  # zstd magic zeroed
+
+
+def _frame_cut_short(block: bytes) -> bytes:
+    return _recrc(block[: _FRAME_AT + (len(block) - _FRAME_AT) // 2])
 
 
 def _declares_one_byte_more(block: bytes) -> bytes:
@@ -103,6 +110,7 @@ async def test_spool_version_1_spool_drains_after_upgrade(
     "damage",
     [
         pytest.param(_frame_not_zstd, id="not-a-zstd-frame"),
+        pytest.param(_frame_cut_short, id="truncated-frame"),
         pytest.param(_declares_one_byte_more, id="decompressed-size-mismatch"),
     ],
 )
@@ -126,7 +134,7 @@ async def test_spool_version_2_block_that_does_not_decompress_is_quarantined(
         2,
         QuarantineReason.BAD_RECORDS,
         100,
-        len(damaged),
+        len(value),  # what the spool counted for the block
     )
     assert "Records do not decode" in event.detail
     assert spool.stats().dropped_records[DropReason.CORRUPT] == 100
