@@ -16,7 +16,9 @@ dead-letter path; those still consume a sequence number.
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
+import random
 import time
 from dataclasses import dataclass
 
@@ -37,6 +39,8 @@ class SimulationSettings:
         rate_per_device_hz: Messages per second per device (0 = as fast as possible).
         topic_prefix: Topics are ``<topic_prefix>/<device_id>/<metric>``.
         payload_bytes: Pad payloads to about this size.
+        incompressible_padding: Pad with random base64 instead of ``x``: the payloads then cost
+            about their size on disk although the spool compresses (tests that fill a disk).
         bad_every: Every n-th message of a device is malformed (0 = never).
         device_offset: First device number (to run several simulators side by side).
         connections: MQTT connections the devices are spread over.
@@ -49,6 +53,7 @@ class SimulationSettings:
     rate_per_device_hz: float = 1.0
     topic_prefix: str = "plant/sim"
     payload_bytes: int = 256
+    incompressible_padding: bool = False
     bad_every: int = 0
     device_offset: int = 0
     connections: int = 4
@@ -59,8 +64,12 @@ def device_name(index: int) -> str:
     return f"dev-{index:05d}"
 
 
-def reading(device: str, seq: int, payload_bytes: int) -> bytes:
-    """A valid reading for ``device`` with sequence number ``seq``, padded to ``payload_bytes``."""
+def reading(device: str, seq: int, payload_bytes: int, *, incompressible: bool = False) -> bytes:
+    """A valid reading for ``device`` with sequence number ``seq``, padded to ``payload_bytes``.
+
+    The padding is ``x`` repeated, or with ``incompressible`` base64 of random bytes (the same
+    for the same device and ``seq``, so a republished reading is byte-identical).
+    """
     body = {
         "device_id": device,
         "metric": "temperature",
@@ -72,7 +81,11 @@ def reading(device: str, seq: int, payload_bytes: int) -> bytes:
     }
     raw = json.dumps(body, separators=(",", ":"))
     pad = max(0, payload_bytes - len(raw))
-    body["tags"] = {"seq": str(seq), "pad": "x" * pad}
+    if incompressible:
+        noise = random.Random(f"{device}/{seq}").randbytes(pad)  # noqa: S311  # not for security
+        body["tags"] = {"seq": str(seq), "pad": base64.b64encode(noise).decode()[:pad]}
+    else:
+        body["tags"] = {"seq": str(seq), "pad": "x" * pad}
     return json.dumps(body, separators=(",", ":")).encode()
 
 
@@ -164,4 +177,7 @@ class Simulator:
     def _payload(self, device: str, seq: int, *, bad: bool) -> bytes:
         if bad:
             return f"not json {device} {seq}".encode()
-        return reading(device, seq, self.settings.payload_bytes)
+        settings = self.settings
+        return reading(
+            device, seq, settings.payload_bytes, incompressible=settings.incompressible_padding
+        )

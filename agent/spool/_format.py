@@ -1,4 +1,9 @@
-"""Encode and decode spool blocks: pure functions, no I/O. The layout is in the package doc."""
+"""Encode and decode spool blocks: pure functions, no I/O. The layout is in the package doc.
+
+Blocks are written in version 2 (records compressed with zstd, through ``cramjam``, the zstd
+binding ``aiokafka[zstd]`` already installs); blocks of version 1 (records stored plainly) are
+still read, so a spool written by the previous version drains after an upgrade.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +12,8 @@ import zlib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+import cramjam
+
 from agent.model import Record
 from agent.spool._types import QuarantineReason
 
@@ -14,9 +21,19 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
 
 MAGIC = b"ESPB"
-VERSION = 1
+VERSION = 2
+"""Version written: the payload is ``uint32 records_len`` + a zstd frame of the records."""
+PLAIN_VERSION = 1
+"""Previous version, still read: the payload is the records."""
+WRITE_VERSION = VERSION
+"""Version :func:`encode_block` writes by default (tests of exact sizes set it to 1)."""
 FLAGS = 0
-"""No flag is defined in version 1; a block with any flag set is refused."""
+"""No flag is defined; a block with any flag set is refused."""
+ZSTD_LEVEL = 1
+"""Fastest level: JSON readings in a block share keys and shapes, and level 1 finds that."""
+MAX_RECORDS_BYTES = 64 * 1024**2
+"""Largest records section a block may hold, compressed or not (the spool's block limit).
+:func:`encode_block` refuses more, so every block it writes can be read back."""
 
 # magic, version, flags, created_at_ms, record_count, payload_len, crc32
 _HEADER = struct.Struct("<4sBBqIII")
@@ -26,6 +43,7 @@ _CRC = struct.Struct("<I")
 _RECORD = struct.Struct("<qHiIH")
 # name_len, value_len
 _RECORD_HEADER = struct.Struct("<HI")
+_RECORDS_LEN = struct.Struct("<I")
 _NO_KEY = -1
 
 HEADER_SIZE = _HEADER.size
@@ -52,21 +70,27 @@ class BlockHeader:
         created_at_ms: When the block was encoded, epoch milliseconds.
         record_count: Records in the payload.
         payload_len: Length of the payload that follows the header.
+        version: Format version (1: plain records, 2: zstd-compressed records).
     """
 
     created_at_ms: int
     record_count: int
     payload_len: int
+    version: int = VERSION
 
 
-def encode_block(records: Sequence[Record], created_at_ms: int) -> bytes:
-    """Encode records into one checksummed block.
+def encode_block(
+    records: Sequence[Record], created_at_ms: int, *, version: int | None = None
+) -> bytes:
+    """Encode records into one checksummed block, in ``version`` (default :data:`WRITE_VERSION`).
 
     Raises:
         ValueError: A field does not fit the format (topic or header name over 65535 UTF-8
-            bytes, over 65535 headers, a value over 4 GiB, a timestamp outside int64).
+            bytes, over 65535 headers, a value over 4 GiB, a timestamp outside int64), or the
+            records section is over :data:`MAX_RECORDS_BYTES` before compression.
     """
-    parts: list[bytes] = [b""]  # placeholder for the header
+    version = WRITE_VERSION if version is None else version
+    parts: list[bytes] = []
     pack_record = _RECORD.pack
     pack_header = _RECORD_HEADER.pack
     append = parts.append
@@ -88,11 +112,33 @@ def encode_block(records: Sequence[Record], created_at_ms: int) -> bytes:
                 append(name_bytes)
                 append(header_value)
         payload = b"".join(parts)
-        head = _HEADER.pack(MAGIC, VERSION, FLAGS, created_at_ms, len(records), len(payload), 0)
+        if len(payload) > MAX_RECORDS_BYTES:
+            raise ValueError(
+                f"Records of {len(payload)} bytes are over the block limit of "
+                f"{MAX_RECORDS_BYTES} bytes; append fewer or smaller records at a time."
+            )
+        if version == VERSION:
+            packed = cramjam.zstd.compress(payload, level=ZSTD_LEVEL)
+            payload = b"".join((_RECORDS_LEN.pack(len(payload)), packed))
+        elif version != PLAIN_VERSION:
+            raise ValueError(f"Cannot write block version {version}.")
+        head = _HEADER.pack(MAGIC, version, FLAGS, created_at_ms, len(records), len(payload), 0)
     except struct.error as exc:
         raise ValueError(f"A record does not fit the spool block format: {exc}.") from exc
     crc = zlib.crc32(payload, zlib.crc32(memoryview(head)[:_CRC_OFFSET]))
     return b"".join((head[:_CRC_OFFSET], crc.to_bytes(4, "little"), payload))
+
+
+def records_size(data: bytes) -> int:
+    """Length of a well-formed block's records section once decompressed (its memory cost).
+
+    For a block :func:`encode_block` just returned; a block read from disk is checked by
+    :func:`decode_block` instead.
+    """
+    if data[len(MAGIC)] == PLAIN_VERSION:  # the version byte follows the magic
+        return len(data) - HEADER_SIZE
+    (records_len,) = _RECORDS_LEN.unpack_from(data, HEADER_SIZE)
+    return int(records_len)
 
 
 def parse_header(data: bytes) -> BlockHeader:
@@ -108,11 +154,11 @@ def parse_header(data: bytes) -> BlockHeader:
     magic, version, flags, created_at_ms, record_count, payload_len, _ = _HEADER.unpack_from(data)
     if magic != MAGIC:
         raise BlockFormatError(QuarantineReason.BAD_HEADER, f"Row has bad magic {magic!r}.")
-    if version != VERSION or flags != FLAGS:
+    if version not in {VERSION, PLAIN_VERSION} or flags != FLAGS:
         raise BlockFormatError(
             QuarantineReason.BAD_HEADER, f"Row has unknown version {version} or flags {flags:#x}."
         )
-    return BlockHeader(created_at_ms, record_count, payload_len)
+    return BlockHeader(created_at_ms, record_count, payload_len, version)
 
 
 def verify_block(data: bytes) -> BlockHeader:
@@ -146,21 +192,40 @@ def decode_block(data: bytes) -> tuple[BlockHeader, tuple[Record, ...]]:
     """
     header = verify_block(data)
     try:
-        records = _decode_records(data, header.record_count)
-    except (struct.error, UnicodeDecodeError, ValueError) as exc:
+        if header.version == PLAIN_VERSION:
+            records = _decode_records(data, HEADER_SIZE, header.record_count)
+        else:
+            records = _decode_records(_decompress(data), 0, header.record_count)
+    except (struct.error, UnicodeDecodeError, ValueError, cramjam.DecompressionError) as exc:
         raise BlockFormatError(
             QuarantineReason.BAD_RECORDS, f"Records do not decode: {exc}."
         ) from exc
     return header, records
 
 
-def _decode_records(data: bytes, count: int) -> tuple[Record, ...]:
+def _decompress(data: bytes) -> bytes:
+    """The records section of a version 2 block, never larger than it declares.
+
+    Raises:
+        ValueError: The declared length is too large or too short for the frame.
+        cramjam.DecompressionError: The frame is not valid zstd.
+    """
+    (records_len,) = _RECORDS_LEN.unpack_from(data, HEADER_SIZE)
+    if records_len > MAX_RECORDS_BYTES:
+        raise ValueError(f"records section of {records_len} bytes is over the limit")
+    out = bytearray(records_len)
+    frame = memoryview(data)[HEADER_SIZE + _RECORDS_LEN.size :]
+    if cramjam.zstd.decompress_into(frame, out) != records_len:
+        raise ValueError("the records section is shorter than declared")
+    return bytes(out)
+
+
+def _decode_records(data: bytes, offset: int, count: int) -> tuple[Record, ...]:
     unpack_record = _RECORD.unpack_from
     unpack_header = _RECORD_HEADER.unpack_from
     record_size = _RECORD.size
     header_size = _RECORD_HEADER.size
     end = len(data)
-    offset = HEADER_SIZE
     records: list[Record] = []
     for _ in range(count):
         timestamp_ms, topic_len, key_len, value_len, header_count = unpack_record(data, offset)

@@ -12,9 +12,11 @@ Contract:
 - The disk copy stays the source of truth. Only blocks that are committed are added, and a
   block is added after its commit; after a restart this is empty and every block comes from
   disk. A block that is not here (evicted, or from an earlier run) is read from disk as before.
-- Bounded in bytes: each block counts its encoded size plus :data:`RECORD_OVERHEAD` per record
-  (the Python objects); when the total is over the budget the oldest blocks are evicted. A block
-  over the budget by itself is not kept. Budget 0 keeps nothing.
+- Bounded in bytes: each block counts the size of its records section decompressed (what the
+  records' bytes take in memory; a compressed block on disk is several times smaller) plus
+  :data:`RECORD_OVERHEAD` per record (the Python objects); when the total is over the budget the
+  oldest blocks are evicted. A block over the budget by itself is not kept. Budget 0 keeps
+  nothing.
 - ``take`` hands a block over and forgets it (the caller leases it, and keeps it while in
   flight): a block read again after ``release_leases`` comes from disk.
 - The owner discards a block whenever it leaves the index (remove, drop, expiry, quarantine),
@@ -44,7 +46,7 @@ class Recent:
     def __init__(self, budget_bytes: int) -> None:
         """Keep at most ``budget_bytes`` (counted as the module doc says); 0 keeps nothing."""
         self._budget = budget_bytes
-        self._blocks: dict[int, SpoolBlock] = {}
+        self._blocks: dict[int, tuple[SpoolBlock, int]] = {}  # block, its cost
         self._used = 0
 
     @property
@@ -56,24 +58,30 @@ class Recent:
         """Blocks kept now."""
         return len(self._blocks)
 
-    def add(self, block: SpoolBlock) -> None:
-        """Keep a block just committed (its id above every kept one); evict the oldest if over."""
-        cost = _cost(block)
+    def add(self, block: SpoolBlock, records_bytes: int) -> None:
+        """Keep a block just committed (its id above every kept one); evict the oldest if over.
+
+        Args:
+            block: The block, with the records it was encoded from.
+            records_bytes: Its records section decompressed (``_format.records_size``).
+        """
+        cost = records_bytes + RECORD_OVERHEAD * len(block.records)
         if cost > self._budget:
             return
-        self._blocks[block.block_id] = block
+        self._blocks[block.block_id] = (block, cost)
         self._used += cost
         blocks = self._blocks
         while self._used > self._budget:
             oldest = next(iter(blocks))
-            self._used -= _cost(blocks.pop(oldest))
+            self._used -= blocks.pop(oldest)[1]
 
     def take(self, block_id: int) -> SpoolBlock | None:
         """Hand over and forget a kept block, or None when it is not here."""
-        block = self._blocks.pop(block_id, None)
-        if block is not None:
-            self._used -= _cost(block)
-        return block
+        kept = self._blocks.pop(block_id, None)
+        if kept is None:
+            return None
+        self._used -= kept[1]
+        return kept[0]
 
     def discard(self, block_id: int) -> None:
         """Forget a block (it left the spool); unknown ids are ignored."""
@@ -83,7 +91,3 @@ class Recent:
         """Forget everything (close, reopen)."""
         self._blocks.clear()
         self._used = 0
-
-
-def _cost(block: SpoolBlock) -> int:
-    return block.size_bytes + RECORD_OVERHEAD * len(block.records)

@@ -31,7 +31,13 @@ from diskcache import Cache, Timeout
 from agent.errors import AgentError, PermanentError, RetryableError
 from agent.model import SpoolBlock
 from agent.spool._disk import BytesOnlyDisk, ForeignKey, RefusedRowError, fetch_raw
-from agent.spool._format import BlockFormatError, decode_block, encode_block, verify_block
+from agent.spool._format import (
+    BlockFormatError,
+    decode_block,
+    encode_block,
+    records_size,
+    verify_block,
+)
 from agent.spool._index import BlockIndex
 from agent.spool._recent import MEMORY_BYTES, Recent
 from agent.spool._reserve import OUT_OF_SPACE, Reserve
@@ -467,7 +473,10 @@ class Store:
         if block.journal is not None:
             self._journal = block.journal
         if block.decoded is not None:
-            self._recent.add(SpoolBlock(block_id, block.created_at_ms, block.decoded, size))
+            self._recent.add(
+                SpoolBlock(block_id, block.created_at_ms, block.decoded, size),
+                records_size(block.data),
+            )
         if dropped is not None:
             self._count_drop(DropReason.SPOOL_FULL_DROP_OLDEST, *dropped)
         self._listener.data_added()
@@ -557,7 +566,7 @@ class Store:
         wanted = list(dict.fromkeys(block_ids))
         present = [block_id for block_id in wanted if block_id in self._index]
         if present:
-            self._with_reserve("remove delivered blocks from the spool", self._delete, present)
+            self._with_reserve("remove delivered blocks", self._delete_lazily, present)
             with self._lock:
                 self._index.remove(present)
             for block_id in present:
@@ -705,6 +714,31 @@ class Store:
                 cache.delete(key)
             if block_ids and max(block_ids) >= newest:
                 cache.set(META_KEY, _META.pack(_META_MAGIC, self._next_id))
+
+    def _delete_lazily(self, block_ids: Sequence[int]) -> None:
+        """Delete delivered blocks in a transaction committed without a sync of its own.
+
+        A delete needs no durability: lost to a power cut, it only sends the blocks again
+        (at-least-once). So with ``durability="fsync"`` the delete commits at
+        ``synchronous=NORMAL`` (WAL: a process crash cannot lose it, a power cut can) and the
+        next synced commit, an append's, syncs it along. Saves one fsync per remove. Should
+        putting the connection back to ``FULL`` fail, the connection is closed, so the next
+        statement reconnects with the stored setting (``FULL``): an append is never committed
+        at ``NORMAL``.
+        """
+        cache = self._writable_cache()
+        full = _SQLITE_SYNCHRONOUS["fsync"]
+        if self._settings.durability != "fsync":
+            self._delete(block_ids)
+            return
+        execute(cache, f"PRAGMA synchronous = {_SQLITE_SYNCHRONOUS['normal']}")
+        try:
+            self._delete(block_ids)
+        finally:
+            try:
+                execute(cache, f"PRAGMA synchronous = {full}")
+            except sqlite3.Error:
+                self._reset_connection()
 
     def _drop(self, block_ids: list[int], reason: DropReason, *, strict: bool) -> int:
         if not block_ids:

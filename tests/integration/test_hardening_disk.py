@@ -71,6 +71,9 @@ async def _fill_then_recover(agent, mosquitto: Mosquitto, kafka: KafkaCluster, m
             messages_per_device=0,  # until cancelled
             rate_per_device_hz=100,
             payload_bytes=200,  # tags stay under pipeline.max_tag_bytes
+            # Random padding: the spool compresses its blocks, and readings padded with one
+            # repeated letter would take so little disk that it would not fill in time.
+            incompressible_padding=True,
         )
     )
     publishing = asyncio.create_task(sim.run())

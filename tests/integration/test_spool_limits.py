@@ -14,8 +14,9 @@ import re
 import sqlite3
 import time
 
-from agent.simulate import SimulationSettings, Simulator, device_name
-from agent.spool._format import decode_block
+from agent.model import Record
+from agent.simulate import SimulationSettings, Simulator, device_name, reading
+from agent.spool._format import decode_block, encode_block
 from tests.infra import KafkaCluster, Mosquitto
 from tests.support.agent import AgentProcess
 from tests.support.delivery import check_delivery
@@ -24,7 +25,32 @@ from tests.support.kafka import consume_all, create_topic
 DEVICES = 10
 PER_DEVICE = 200
 TOTAL = DEVICES * PER_DEVICE
-SMALL_SPOOL_BYTES = 300_000  # about a third of what TOTAL readings need (raw + normalized)
+PAYLOAD_BYTES = 256
+
+
+def _a_third_of_what_the_readings_take() -> int:
+    """A third of the spool bytes the TOTAL readings take, measured with the spool's encoder.
+
+    The spool compresses its blocks, so a size fixed in bytes says little about how many
+    readings fit. The readings are padded with random bytes (``incompressible_padding``), so
+    what they take hardly depends on how the agent groups them into blocks: here each is
+    encoded twice (the agent spools the raw and the normalized record, which carries the same
+    padding) into one block, which compresses at least as well as the agent's smaller blocks
+    with their headers: the readings take more than this, and the spool is a third of it.
+    """
+    records: list[Record] = []
+    for seq in range(PER_DEVICE):
+        for d in range(DEVICES):
+            key = device_name(d).encode()
+            payload = reading(device_name(d), seq, PAYLOAD_BYTES, incompressible=True)
+            records += [
+                Record("raw", key, payload, (), 0),
+                Record("normalized", key, payload, (), 0),
+            ]
+    return len(encode_block(records, created_at_ms=0)) // 3
+
+
+SMALL_SPOOL_BYTES = _a_third_of_what_the_readings_take()
 
 
 def _offline(policy: str, bootstrap: str, **extra: object) -> dict[str, object]:
@@ -47,6 +73,8 @@ async def _publish(mosquitto: Mosquitto, agent: AgentProcess) -> None:
             devices=DEVICES,
             messages_per_device=PER_DEVICE,
             rate_per_device_hz=200,
+            payload_bytes=PAYLOAD_BYTES,
+            incompressible_padding=True,
         )
     )
     await sim.run()

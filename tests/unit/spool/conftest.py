@@ -11,7 +11,8 @@ from typing import TYPE_CHECKING
 import pytest
 
 from agent.model import Record
-from agent.spool import Spool, SpoolEvent, SpoolSettings
+from agent.spool import Spool, SpoolEvent, SpoolSettings, _format
+from agent.spool._format import PLAIN_VERSION
 from agent.spool._store import BLOCKS_DIR
 
 if TYPE_CHECKING:
@@ -131,3 +132,13 @@ async def open_spool(
     yield _open
     for spool in opened:
         await spool.close()
+
+
+@pytest.fixture
+def plain_blocks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The spool writes version 1 (uncompressed) blocks, whose size depends on the sizes only.
+
+    For tests that fill the spool to an exact number of blocks: compressed sizes vary by a few
+    bytes with the content. Reading is unchanged (both versions are read).
+    """
+    monkeypatch.setattr(_format, "WRITE_VERSION", PLAIN_VERSION)

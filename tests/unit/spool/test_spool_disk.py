@@ -165,7 +165,7 @@ async def test_spool_sqlite_too_big_is_not_reported_as_a_damaged_database(open_s
     monkeypatch.setattr(sqlite3, "connect", small_limit)
     spool = await open_spool()
     with pytest.raises(PermanentError, match="too big for SQLite") as caught:
-        await spool.append([Record("t", None, bytes(6000), (), 1)])
+        await spool.append([Record("t", None, os.urandom(6000), (), 1)])  # incompressible
     assert "damaged" not in str(caught.value)
     assert (await spool.append([Record("t", None, bytes(100), (), 2)])).accepted
     assert spool.stats().blocks == 1

@@ -5,6 +5,7 @@ from __future__ import annotations
 import struct
 import zlib
 
+import cramjam
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -14,6 +15,7 @@ from agent.spool import QuarantineReason
 from agent.spool._format import (
     HEADER_SIZE,
     MAGIC,
+    PLAIN_VERSION,
     BlockFormatError,
     decode_block,
     encode_block,
@@ -95,7 +97,7 @@ def test_format_extended_block_is_refused() -> None:
     assert raised.value.reason is QuarantineReason.BAD_HEADER
 
 
-@pytest.mark.parametrize(("version", "flags"), [(2, 0), (0, 0), (1, 1), (1, 0x80)])
+@pytest.mark.parametrize(("version", "flags"), [(3, 0), (0, 0), (1, 1), (2, 0x80)])
 def test_format_unknown_version_or_flags_are_refused(version: int, flags: int) -> None:
     """A block from another format version, or with a flag set, is refused even if its CRC fits."""
     head = struct.pack("<4sBBqII", MAGIC, version, flags, 0, 0, 0)
@@ -138,3 +140,46 @@ def test_format_topic_too_long_for_the_format_is_refused() -> None:
     record = Record("t" * 65_536, None, b"", (), 0)
     with pytest.raises(ValueError, match="does not fit"):
         encode_block([record], created_at_ms=0)
+
+
+@given(records=_RECORDS, created_at_ms=_INT64)
+def test_format_version_1_blocks_are_still_read(records: list[Record], created_at_ms: int) -> None:
+    """Blocks of the previous version (records stored plainly) decode to the same records."""
+    data = encode_block(records, created_at_ms, version=PLAIN_VERSION)
+    header, decoded = decode_block(data)
+    assert (header.version, header.created_at_ms, list(decoded)) == (1, created_at_ms, records)
+
+
+def test_format_version_2_compresses_repetitive_records() -> None:
+    """JSON readings in a block share their keys: the block is a fraction of the plain one."""
+    records = [
+        Record("t", b"dev-1", b'{"device_id":"dev-1","metric":"temperature","value":%d}' % i, (), i)
+        for i in range(100)
+    ]
+    compressed = encode_block(records, 0)
+    assert len(compressed) * 3 < len(encode_block(records, 0, version=PLAIN_VERSION))
+    assert list(decode_block(compressed)[1]) == records
+
+
+def _version_2(records_len: int, frame: bytes) -> bytes:
+    payload = struct.pack("<I", records_len) + frame
+    return _with_crc(struct.pack("<4sBBqII", MAGIC, 2, 0, 0, 1, len(payload)), payload)
+
+
+@pytest.mark.parametrize(
+    ("records_len", "frame"),
+    [
+        (10, b"not zstd at all"),  # not a frame
+        (10, b""),  # no frame
+        (2**31, b""),  # declares more than a block may hold
+        (5, bytes(cramjam.zstd.compress(b"0123456789"))),  # frame longer than declared
+        (20, bytes(cramjam.zstd.compress(b"0123456789"))),  # frame shorter than declared
+    ],
+)
+def test_format_bad_compressed_payload_is_refused_as_bad_records(
+    records_len: int, frame: bytes
+) -> None:
+    """A version 2 block whose CRC fits but whose frame does not decompress as declared."""
+    with pytest.raises(BlockFormatError) as raised:
+        decode_block(_version_2(records_len, frame))
+    assert raised.value.reason is QuarantineReason.BAD_RECORDS

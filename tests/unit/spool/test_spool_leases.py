@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import pytest
+
 from agent.spool import DropReason, SpoolDropped
 from agent.spool._format import encode_block
+
+pytestmark = pytest.mark.usefixtures("plain_blocks")
 
 
 def _size(make_batch, count=10) -> int:

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from agent.spool import SpoolSettings
+
+pytestmark = pytest.mark.usefixtures("plain_blocks")
 
 
 async def test_spool_update_limits_releases_an_append_blocked_on_a_full_spool(

@@ -6,8 +6,12 @@ import pytest
 
 from agent.model import SpoolBlock
 from agent.spool import DropReason, SpoolDropped
+from agent.spool._format import HEADER_SIZE, PLAIN_VERSION, encode_block
 from agent.spool._recent import RECORD_OVERHEAD, Recent
 from agent.spool._store import Store
+
+_EXACT_SIZES = pytest.mark.usefixtures("plain_blocks")
+"""For tests whose limits count on a block of 100 x 300 B being about 30 kB on disk."""
 
 
 def _recent(spool) -> Recent:
@@ -89,6 +93,7 @@ async def test_spool_released_block_is_read_again_from_disk(open_spool, make_bat
     assert (again.created_at_ms, again.size_bytes) == (first.created_at_ms, first.size_bytes)
 
 
+@_EXACT_SIZES
 @pytest.mark.parametrize("how", ["remove", "drop_oldest", "expire"])
 async def test_spool_blocks_leaving_the_spool_leave_memory(open_spool, make_batch, clock, how):
     """Remove, drops and expiry forget the memory copy too: nothing outlives its block."""
@@ -105,7 +110,8 @@ async def test_spool_blocks_leaving_the_spool_leave_memory(open_spool, make_batc
         assert await spool.expire() == 1
     assert result.block_id not in _recent(spool)._blocks
     assert _recent(spool).used_bytes == sum(
-        b.size_bytes + RECORD_OVERHEAD * len(b.records) for b in _recent(spool)._blocks.values()
+        b.size_bytes - HEADER_SIZE + RECORD_OVERHEAD * len(b.records)
+        for b, _ in _recent(spool)._blocks.values()
     )
 
 
@@ -121,6 +127,7 @@ async def test_spool_expired_memory_copy_is_dropped_not_returned(
     assert len(_recent(spool)) == 0
 
 
+@_EXACT_SIZES
 async def test_spool_drop_oldest_of_a_read_block_keeps_lease_semantics(open_spool, make_batch):
     """A block read from memory, then dropped while leased, then removed counts as delivered."""
     spool = await open_spool(max_size_bytes=40_000, overflow_policy="drop_oldest")
@@ -133,17 +140,27 @@ async def test_spool_drop_oldest_of_a_read_block_keeps_lease_semantics(open_spoo
     assert first.block_id == block.block_id
 
 
+async def test_spool_memory_copies_count_the_records_decompressed(open_spool, make_batch):
+    """The memory budget counts what the records take in memory, not the compressed block."""
+    spool = await open_spool()
+    batch = make_batch(0, 100)
+    result = await spool.append(batch)
+    plain = len(encode_block(batch, created_at_ms=0, version=PLAIN_VERSION)) - HEADER_SIZE
+    assert result.size_bytes * 3 < plain  # compressed on disk
+    assert _recent(spool).used_bytes == plain + 100 * RECORD_OVERHEAD
+
+
 def test_recent_keeps_nothing_over_budget_and_nothing_with_budget_zero(make_batch):
-    block = SpoolBlock(1, 0, tuple(make_batch(0, 2)), 1000)
+    block = SpoolBlock(1, 0, tuple(make_batch(0, 2)), 100)
     cost = 1000 + 2 * RECORD_OVERHEAD
     zero = Recent(0)
-    zero.add(block)
+    zero.add(block, 1000)
     assert len(zero) == 0
     small = Recent(cost - 1)
-    small.add(block)
+    small.add(block, 1000)
     assert len(small) == 0
     exact = Recent(cost)
-    exact.add(block)
+    exact.add(block, 1000)
     assert exact.take(1) is block
     assert exact.take(1) is None
     assert exact.used_bytes == 0

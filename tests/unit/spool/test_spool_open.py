@@ -11,7 +11,7 @@ import diskcache
 import pytest
 
 from agent.errors import PermanentError
-from agent.spool import MAX_JOURNAL_BYTES, DropReason, QuarantineReason, SpoolSettings
+from agent.spool import MAX_JOURNAL_BYTES, DropReason, QuarantineReason, SpoolSettings, _format
 from agent.spool._disk import BytesOnlyDisk
 from agent.spool._format import encode_block
 from agent.spool._scan import SCAN_QUERY, TAG, execute, scan
@@ -197,3 +197,28 @@ def test_spool_open_indexes_with_one_query(tmp_path, make_batch):
     finally:
         store.close()
     assert [s for s in statements if "Cache" in s] == [SCAN_QUERY]
+
+
+async def test_spool_upgrade_reads_plain_blocks_then_compressed_ones(
+    open_spool, make_batch, monkeypatch, events
+):
+    """A spool of version 1 (plain) blocks opened by this version loses nothing; new blocks are
+    written compressed and both kinds are read in order."""
+    monkeypatch.setattr(_format, "WRITE_VERSION", _format.PLAIN_VERSION)
+    spool = await open_spool()
+    old = [make_batch(i * 100) for i in range(3)]
+    for batch in old:
+        await spool.append(batch)
+    await spool.close()
+    monkeypatch.undo()
+
+    spool = await open_spool()
+    new = make_batch(300)
+    await spool.append(new)
+    await spool.close()  # no memory copies: every block comes from disk
+    spool = await open_spool()
+    blocks = await spool.read(None, max_blocks=10)
+    assert [list(block.records) for block in blocks] == [*old, new]
+    sizes = [block.size_bytes for block in blocks]
+    assert sizes[3] * 3 < sizes[0]  # the new block is compressed
+    assert events == []

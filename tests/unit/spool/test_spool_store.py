@@ -23,6 +23,10 @@ from agent.spool import (
 from agent.spool._format import encode_block
 from agent.spool._store import BLOCKS_DIR, QUARANTINE_DIR, Store
 
+_EXACT_SIZES = pytest.mark.usefixtures("plain_blocks")
+"""For tests that fill the spool to an exact number of blocks (see ``plain_blocks``); the
+limits with compressed blocks are tested by ``test_spool_limits_count_compressed_bytes_*``."""
+
 _KILLED_CHILD = """
 import asyncio, os, sys
 from pathlib import Path
@@ -159,6 +163,7 @@ async def test_spool_durability_sets_sqlite_synchronous(open_spool, sql, durabil
     assert settings["eviction_policy"] == "none"
 
 
+@_EXACT_SIZES
 async def test_spool_block_policy_waits_until_remove_frees_space(
     open_spool, make_batch, wait_until
 ):
@@ -179,6 +184,7 @@ async def test_spool_block_policy_waits_until_remove_frees_space(
     assert spool.stats().dropped_records == dict.fromkeys(DropReason, 0)
 
 
+@_EXACT_SIZES
 async def test_spool_block_policy_cancelled_append_stores_nothing(
     open_spool, make_batch, wait_until
 ):
@@ -196,6 +202,7 @@ async def test_spool_block_policy_cancelled_append_stores_nothing(
     assert (await spool.append(make_batch(200))).block_id == 2
 
 
+@_EXACT_SIZES
 async def test_spool_block_policy_stores_oversized_block_once_empty(
     open_spool, make_batch, wait_until
 ):
@@ -211,6 +218,7 @@ async def test_spool_block_policy_stores_oversized_block_once_empty(
         assert (await second).block_id == 2
 
 
+@_EXACT_SIZES
 async def test_spool_drop_oldest_drops_exactly_the_oldest_blocks(open_spool, make_batch, events):
     """With drop_oldest, each append into a full spool drops the oldest block, counted."""
     size = _block_size(make_batch)
@@ -225,6 +233,7 @@ async def test_spool_drop_oldest_drops_exactly_the_oldest_blocks(open_spool, mak
     assert events == [SpoolDropped(DropReason.SPOOL_FULL_DROP_OLDEST, 100, size)] * 2
 
 
+@_EXACT_SIZES
 async def test_spool_drop_oldest_drops_as_many_blocks_as_needed(open_spool, make_batch, events):
     """A large block under drop_oldest drops just enough small old blocks, in one event."""
     small = _block_size(make_batch, count=10)
@@ -240,6 +249,7 @@ async def test_spool_drop_oldest_drops_as_many_blocks_as_needed(open_spool, make
     assert events == [SpoolDropped(DropReason.SPOOL_FULL_DROP_OLDEST, 30, 3 * small)]
 
 
+@_EXACT_SIZES
 async def test_spool_drop_newest_refuses_the_incoming_block(open_spool, make_batch, events):
     """With drop_newest, an append into a full spool is refused, counted, and stores nothing."""
     size = _block_size(make_batch)
