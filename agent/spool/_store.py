@@ -644,6 +644,7 @@ class Store:
                 oldest_age_ms=age,
                 leased_blocks=len(self._leased) + len(self._dropped_leased),
                 reserve_present=self._reserve.present,
+                max_size_bytes=self._settings.max_size_bytes,
             )
 
     def has_block_after(self, after_block_id: int | None) -> bool:

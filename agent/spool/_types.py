@@ -117,6 +117,8 @@ class SpoolStats:
         leased_blocks: Blocks handed out by ``read`` and neither removed nor released yet
             (including ones dropped while leased).
         reserve_present: Whether the disk-full reserve file exists (see ``reserve_bytes``).
+        max_size_bytes: The size limit in force (``max_size_bytes``, as last reloaded); 0 when
+            not known (a snapshot not made by an open spool).
     """
 
     blocks: int
@@ -130,3 +132,4 @@ class SpoolStats:
     oldest_age_ms: int | None = None
     leased_blocks: int = 0
     reserve_present: bool = False
+    max_size_bytes: int = 0

@@ -288,6 +288,9 @@ class Metrics:
         self._spool_oldest_age = g(
             "spool_oldest_age_seconds", "Age of the oldest block in the spool (0 when empty)."
         )
+        self._spool_max_size = g(
+            "spool_max_size_bytes", "The spool's size limit in force (spool.max_size_bytes)."
+        )
         self._uplink_up = g("uplink_up", "1 while Kafka acknowledges, else 0.")
         self._mqtt_connected = g("mqtt_connected", "1 while connected and subscribed, else 0.")
         self._config_generation = g(
@@ -414,6 +417,8 @@ class Metrics:
         oldest = stats.oldest_created_at_ms
         age_ms = 0 if oldest is None else max(0, self._clock_ms() - oldest)
         self._spool_oldest_age.set(age_ms / 1000)
+        if stats.max_size_bytes:
+            self._spool_max_size.set(stats.max_size_bytes)
 
     # ------------------------------------------------------------------ forwarder: event-updated
     def set_topics(self, *, normalized: str, raw: str, dlq: str, lifecycle: str) -> None:

@@ -39,7 +39,6 @@ CONFIG_DIR = "/etc/edge-agent"
 RULES_FILE = CHART / "files" / "prometheus-rules.yaml"
 DASHBOARD_FILE = CHART / "files" / "grafana-dashboard.json"
 DASHBOARD_CONFIGMAP = f"{RELEASE}-edge-agent-dashboard"
-DEFAULT_SPOOL_LIMIT = "1073741824"
 SPOOL_DIR = "/var/lib/edge-agent"
 
 Manifest = dict[str, Any]
@@ -213,15 +212,6 @@ def test_helm_chart_prometheus_rule_is_the_rules_file():
     rule = the(render(CHART / "ci" / "monitoring-values.yaml"), "PrometheusRule")
     assert rule["spec"] == yaml.safe_load(RULES_FILE.read_text(encoding="utf-8"))
     assert rule["metadata"]["labels"]["release"] == "kube-prometheus-stack"
-
-
-def test_helm_chart_prometheus_rule_follows_spool_limit():
-    """With config.spool.max_size_bytes set, the rules' spool limit is that value everywhere."""
-    sets = ("monitoring.prometheusRule.enabled=true", "config.spool.max_size_bytes=4294967296")
-    rule = the(render(None, *sets), "PrometheusRule")
-    exprs = [r["expr"] for group in rule["spec"]["groups"] for r in group["rules"]]
-    assert not any(DEFAULT_SPOOL_LIMIT in e for e in exprs)
-    assert sum("4294967296" in e for e in exprs) == 2  # SpoolFilling and SpoolNearlyFull
 
 
 def test_helm_chart_grafana_dashboard_is_the_dashboard_file():

@@ -28,6 +28,7 @@ EXPECTED_FAMILIES = {
     "edge_agent_spool_records": "gauge",
     "edge_agent_spool_bytes": "gauge",
     "edge_agent_spool_oldest_age_seconds": "gauge",
+    "edge_agent_spool_max_size_bytes": "gauge",
     "edge_agent_spool_quarantined_blocks": "counter",
     "edge_agent_uplink_up": "gauge",
     "edge_agent_mqtt_connected": "gauge",
