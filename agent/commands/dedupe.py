@@ -70,7 +70,7 @@ class DedupeStore:
         self._db: sqlite3.Connection | None = None
         self._count = 0
         self._adds = 0
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cmd-dedupe")
+        self._executor: ThreadPoolExecutor | None = None
 
     @property
     def count(self) -> int:
@@ -84,12 +84,17 @@ class DedupeStore:
             RetryableError: The disk refused (full, I/O error, locked).
             PermanentError: The file is not a database.
         """
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cmd-dedupe")
         await self._run(self._open)
 
     async def close(self) -> None:
         """Close the file and the worker thread."""
+        if self._executor is None:
+            return
         await self._run(self._close)
         self._executor.shutdown(wait=False)
+        self._executor = None
 
     async def get(self, command_id: str) -> Seen | None:
         """The remembered command, or None."""
@@ -105,6 +110,8 @@ class DedupeStore:
 
     # ------------------------------------------------------------------ worker thread
     async def _run(self, work: Callable[[], _T]) -> _T:
+        if self._executor is None:
+            raise PermanentError("The command dedupe store is not open.")
         loop = asyncio.get_running_loop()
         try:
             return await loop.run_in_executor(self._executor, work)
