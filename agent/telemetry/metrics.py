@@ -573,7 +573,6 @@ class Metrics:
         """Snapshot: devices currently online (``Presence.online_count``)."""
         self._devices_online.set(devices)
 
-
     def command_status(self, status: str) -> None:
         """A command reached ``status`` (one of :data:`COMMAND_STATUSES`)."""
         self._commands.labels(status=status).inc()
