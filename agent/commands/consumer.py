@@ -132,6 +132,12 @@ class CommandConsumer:
                     "Command consumer failed; restarting it. Uncommitted commands come again.",
                     extra={"error": repr(exc), "retry_in_secs": round(delay, 1)},
                 )
+            except Exception:  # noqa: BLE001 - the top loop: a bug must not stop telemetry
+                delay = backoff.next_delay()
+                _log.exception(
+                    "Command consumer failed unexpectedly; restarting it. Report this as a bug.",
+                    extra={"retry_in_secs": round(delay, 1)},
+                )
             finally:
                 await _stop(consumer)
             await asyncio.sleep(delay)
@@ -247,7 +253,7 @@ class CommandConsumer:
             status,
             command_id=command.command_id,
             device_id=command.device_id,
-            name=command.name,
+            command_name=command.name,
             reason=reason,
             detail=detail,
         )

@@ -114,6 +114,12 @@ class CommandPublisher:
                     "Command client disconnected; reconnecting.",
                     extra={"error": str(exc), "retry_in_secs": round(delay, 1)},
                 )
+            except Exception:  # noqa: BLE001 - the top loop: a bug must not stop telemetry
+                delay = backoff.next_delay()
+                _log.exception(
+                    "Command client failed unexpectedly; reconnecting. Report this as a bug.",
+                    extra={"retry_in_secs": round(delay, 1)},
+                )
             finally:
                 self._connected.clear()
                 self._client = None

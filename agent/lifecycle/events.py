@@ -254,7 +254,7 @@ class CommandStatus(LifecycleEvent):
     kind: Literal["command_status"] = "command_status"
     command_id: str | None = Field(description="The command's id (None: unreadable command).")
     device_id: str | None = Field(description="The device (also the record key, when known).")
-    name: str | None = Field(default=None, description="The command name, when known.")
+    command_name: str | None = Field(default=None, description="The command name, when known.")
     status: CommandStatusName
     reason: str | None = Field(
         default=None,
