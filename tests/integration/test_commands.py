@@ -14,7 +14,7 @@ import contextlib
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 
 import aiomqtt
@@ -85,6 +85,7 @@ class Device:
     def __init__(self, client: aiomqtt.Client) -> None:
         self.client = client
         self.received: list[aiomqtt.Message] = []
+        self.on_message: Callable[[], None] | None = None
 
     def bodies(self) -> list[dict]:
         return [json.loads(bytes(m.payload)) for m in self.received]
@@ -92,6 +93,8 @@ class Device:
     async def collect(self) -> None:
         async for message in self.client.messages:
             self.received.append(message)
+            if self.on_message is not None:
+                self.on_message()
 
 
 @contextlib.asynccontextmanager
@@ -115,9 +118,14 @@ async def _device(mosquitto: Mosquitto, name: str) -> AsyncIterator[Device]:
 
 
 async def _statuses(
-    kafka: KafkaCluster, topic: str, want: int, timeout_s: float = 60.0
+    kafka: KafkaCluster,
+    topic: str,
+    want: int = 0,
+    *,
+    until: Callable[[list[dict]], bool] | None = None,
+    timeout_s: float = 60.0,
 ) -> list[dict]:
-    """Read command_status events of the lifecycle topic until ``want`` arrived."""
+    """Read command_status events of the lifecycle topic until ``want`` arrived (and ``until``)."""
     consumer = AIOKafkaConsumer(
         bootstrap_servers=kafka.bootstrap_servers,
         enable_auto_commit=False,
@@ -129,7 +137,7 @@ async def _statuses(
         consumer.assign([TopicPartition(topic, p) for p in range(3)])
         await consumer.seek_to_beginning()
         deadline = time.monotonic() + timeout_s
-        while len(found) < want:
+        while len(found) < want or (until is not None and not until(found)):
             assert time.monotonic() < deadline, f"only {found} of {want} command statuses"
             batch = await consumer.getmany(timeout_ms=200)
             for records in batch.values():
@@ -245,3 +253,55 @@ async def test_commands_device_answer_on_response_topic_gives_acknowledged_with_
     assert [s["status"] for s in statuses] == ["delivered", "acknowledged"]
     assert statuses[1]["correlation_data"] == "ask"
     assert statuses[1]["device_id"] == "dev-1"
+
+
+async def test_commands_agent_killed_between_publish_and_commit_repeats_with_the_same_command_id(
+    agent_factory,
+    mosquitto: Mosquitto,
+    kafka: KafkaCluster,
+    unique_name: str,
+    record_property,
+):
+    """SIGKILL the moment the device has the command: a repeat, if any, has the same id.
+
+    The kill lands after the PUBLISH and usually before the offset commit. After the restart
+    the command is read again and either published again (the kill came before its dedupe row:
+    the documented at-least-once), reported ``duplicate`` (after the row, before the commit), or
+    not seen again (after the commit). The test reports which one happened.
+    """
+    agent = agent_factory(**_overrides(unique_name))
+    await _topics(kafka, agent)
+    async with _device(mosquitto, unique_name) as device:
+        agent.start()
+        device.on_message = agent.kill
+        await _produce(kafka, _commands_topic(agent), _command("k1"))
+        await wait_for(lambda: len(device.received) >= 1, 60, "the command")
+        await wait_for(lambda: not agent.running, 10, "the agent killed")
+        device.on_message = None
+        agent.start()
+        await _produce(kafka, _commands_topic(agent), _command("marker"))
+        await wait_for(
+            lambda: "marker" in [b["command_id"] for b in device.bodies()], 60, "the marker"
+        )
+    ids = [b["command_id"] for b in device.bodies()]
+    copies = ids.count("k1")
+    statuses = await _statuses(
+        kafka,
+        agent.topics.lifecycle,
+        until=lambda found: any(s["command_id"] == "marker" for s in found),
+    )
+    k1 = [s["status"] for s in statuses if s["command_id"] == "k1"]
+    if copies == 2:
+        outcome = "repeated with the same command_id"
+    elif "duplicate" in k1:
+        outcome = "not repeated: duplicate status"
+    else:
+        outcome = "not repeated: offset was committed"
+    record_property("kill_outcome", outcome)
+    print(f"SIGKILL between publish and commit: {outcome}; k1 statuses {k1}")
+    assert ids[-1] == "marker"
+    assert set(ids) == {"k1", "marker"}  # every copy of the command carries its own id
+    assert 1 <= copies <= 2
+    # A status written before the kill reached Kafka; one the kill prevented is written by the
+    # run that published again: at least one delivered status, at most one per copy.
+    assert 1 <= k1.count("delivered") <= copies
