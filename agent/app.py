@@ -492,8 +492,11 @@ class Agent:
                     tg.create_task(self._report_forever(), name="progress-report"),
                 ]
                 background.append(tg.create_task(self._reload_on_signal(), name="sighup-reload"))
-                if self.commands is not None:
-                    background.append(tg.create_task(self.commands.run(), name="commands"))
+                commands = (
+                    None
+                    if self.commands is None
+                    else tg.create_task(self.commands.run(), name="commands")
+                )
                 if self.remote_source is not None:
                     background.append(
                         tg.create_task(
@@ -513,6 +516,8 @@ class Agent:
                     )
                 )
                 stop_source.set()
+                if commands is not None:  # no new command once stopping; uncommitted ones repeat
+                    commands.cancel()
                 await self._drain(budget, source, ingest, lifecycle, background)
         finally:
             await self._close(budget)
