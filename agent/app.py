@@ -328,11 +328,14 @@ class Agent:
             self.metrics.set_spool(self.spool.stats())
 
     def _readiness_checks(self) -> Mapping[str, bool]:
-        return {
+        checks = {
             "mqtt_subscribed": self.observer.mqtt_subscribed,
             "spool_writable": self._spool_open and self.ingest.spool_writable,
             "uplink_up": self.sink.uplink.up,
         }
+        if self.commands is not None:  # informational: telemetry flows without it
+            checks["commands_mqtt_connected"] = self.commands.publisher.connected
+        return checks
 
     def _on_processed(self, outcome: Outcome, reason: Reason | None, messages: int) -> None:
         self.metrics.processed(outcome, reason, messages)

@@ -166,6 +166,8 @@ async def test_commands_command_reaches_the_device_exactly_once_and_delivered_ar
             "c-1",
             "dev-1",
         )
+        code, body = agent.http_get("/readyz")
+        assert json.loads(body)["checks"]["commands_mqtt_connected"] is True, (code, body)
         assert agent.terminate() == 0  # everything decided and committed
         await wait_for(lambda: len(device.received) >= 1, 10, "the command at the device")
         (message,) = device.received
