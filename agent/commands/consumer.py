@@ -108,6 +108,8 @@ class CommandConsumer:
         self._on_skipped = on_skipped
         self._on_lag = on_lag
         self._clock_ms = clock_ms
+        self._deciding: dict[str, asyncio.Event] = {}
+        """Commands being published now: an answer to one waits until its decision is stored."""
 
     async def run(self) -> None:
         """Consume until cancelled; Kafka errors rebuild the consumer after a back-off."""
@@ -206,6 +208,14 @@ class CommandConsumer:
             await self._deliver(command, topic)
 
     async def _deliver(self, command: Command, topic: str) -> None:
+        decided = self._deciding[command.command_id] = asyncio.Event()
+        try:
+            await self._publish(command, topic)
+        finally:
+            del self._deciding[command.command_id]
+            decided.set()
+
+    async def _publish(self, command: Command, topic: str) -> None:
         backoff = Backoff(PUBLISH_RETRY_INITIAL_SECS, PUBLISH_RETRY_MAX_SECS)
         while True:
             left_ms = command.expires_at_ms - self._clock_ms()
@@ -277,6 +287,9 @@ class CommandConsumer:
             command_id = response.correlation_data.decode()
         except UnicodeDecodeError:
             command_id = ""
+        deciding = self._deciding.get(command_id)
+        if deciding is not None:  # a quick device answers before its PUBACK was recorded
+            await deciding.wait()
         seen = await self._store.get(command_id) if command_id else None
         if seen is None or not await self._store.mark_answered(command_id):
             _log.warning(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
@@ -223,3 +224,33 @@ async def test_consumer_device_response_gives_acknowledged_or_failed_once(setup,
     assert [s["status"] for s in statuses] == ["delivered", status]
     assert statuses[1]["correlation_data"] == "c-1"
     assert statuses[1]["device_id"] == "dev-1"
+
+
+async def test_consumer_answer_before_the_puback_is_recorded_still_counts(setup):
+    """A device answering while the command's decision is being stored: delivered, then ack."""
+    spool = Spool()
+    holder: list[CommandConsumer] = []
+    answered: list[asyncio.Task[None]] = []
+
+    class Quick(Publisher):
+        async def publish(self, topic: str, payload: bytes, *, command_id: str, expiry_secs: float):
+            answer = Response(command_id.encode(), b'{"status":"ok"}')
+            answered.append(asyncio.create_task(holder[0].on_response(answer)))
+            await _yield()  # the answer is handled before the PUBACK returns
+            return await super().publish(
+                topic, payload, command_id=command_id, expiry_secs=expiry_secs
+            )
+
+    consumer, _ = _consumer(setup, Quick(), spool, [NOW_MS])
+    holder.append(consumer)
+    await consumer.handle(_command())
+    await asyncio.gather(*answered)
+    assert [s["status"] for s in spool.statuses()] == ["delivered", "acknowledged"]
+
+
+async def _yield() -> None:
+    """Let other tasks run once (asyncio.sleep is patched away in these tests)."""
+    loop = asyncio.get_running_loop()
+    future = loop.create_future()
+    loop.call_soon(future.set_result, None)
+    await future
