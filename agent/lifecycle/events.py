@@ -259,7 +259,7 @@ class CommandStatus(LifecycleEvent):
     reason: str | None = Field(
         default=None,
         description="rejected: invalid, not_allowed, device_not_served, device_id_not_usable "
-        "or broker_refused; failed: the device's detail or unreadable_response.",
+        "or broker_refused; failed: device_error (its detail in detail) or unreadable_response.",
     )
     detail: str | None = Field(default=None, description="One sentence: what was wrong.")
     correlation_data: str | None = Field(
