@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Literal
 
 from agent import __version__
 from agent._backoff import Backoff
+from agent.commands import CommandService
 from agent.config import config_hash
 from agent.errors import AgentError, RetryableError
 from agent.forwarder import Forwarder
@@ -246,6 +247,17 @@ class Agent:
         self.metrics.on_render(lambda: self.metrics.set_devices_online(self.presence.online_count))
         self.reloader = Reloader(settings, self, self.lifecycle, self.metrics, overrides=overrides)
         self.remote_source = make_source(settings.remote_config)
+        self.commands = (
+            CommandService(
+                settings,
+                lifecycle=self.lifecycle,
+                spool=self.counting_spool,
+                seen=self.presence.knows,
+                metrics=self.metrics,
+            )
+            if settings.commands.enabled
+            else None
+        )
         self._reload_requested = asyncio.Event()
         self._restart = asyncio.Event()
         self._subscribed = asyncio.Event()
@@ -316,11 +328,14 @@ class Agent:
             self.metrics.set_spool(self.spool.stats())
 
     def _readiness_checks(self) -> Mapping[str, bool]:
-        return {
+        checks = {
             "mqtt_subscribed": self.observer.mqtt_subscribed,
             "spool_writable": self._spool_open and self.ingest.spool_writable,
             "uplink_up": self.sink.uplink.up,
         }
+        if self.commands is not None:  # informational: telemetry flows without it
+            checks["commands_mqtt_connected"] = self.commands.publisher.connected
+        return checks
 
     def _on_processed(self, outcome: Outcome, reason: Reason | None, messages: int) -> None:
         self.metrics.processed(outcome, reason, messages)
@@ -480,6 +495,11 @@ class Agent:
                     tg.create_task(self._report_forever(), name="progress-report"),
                 ]
                 background.append(tg.create_task(self._reload_on_signal(), name="sighup-reload"))
+                commands = (
+                    None
+                    if self.commands is None
+                    else tg.create_task(self.commands.run(), name="commands")
+                )
                 if self.remote_source is not None:
                     background.append(
                         tg.create_task(
@@ -499,6 +519,8 @@ class Agent:
                     )
                 )
                 stop_source.set()
+                if commands is not None:  # no new command once stopping; uncommitted ones repeat
+                    commands.cancel()
                 await self._drain(budget, source, ingest, lifecycle, background)
         finally:
             await self._close(budget)

@@ -59,6 +59,7 @@ from agent._config.sources import (
     read_file,
     secret_values,
 )
+from agent.commands.settings import CommandsSettings
 from agent.forwarder import ForwarderSettings
 from agent.ingest import IngestSettings
 from agent.lifecycle.settings import LifecycleSettings
@@ -180,6 +181,10 @@ class AgentSettings(BaseSettings):
     remote_config: RemoteConfigSettings = Field(
         default_factory=RemoteConfigSettings,
         description="Configuration updates from a mounted ConfigMap or the Kubernetes API.",
+    )
+    commands: CommandsSettings = Field(
+        default_factory=CommandsSettings,
+        description="Device-bound commands from Kafka to MQTT (off by default).",
     )
 
     @classmethod

@@ -47,6 +47,7 @@ MEANINGS = {
     "free_bytes": "Free bytes on that file system.",
     "total_bytes": "Size of that file system.",
     "free_ratio": "free_bytes / total_bytes.",
+    "status": "delivered, expired, rejected, duplicate, acknowledged or failed.",
 }
 
 INTRO = """\
@@ -60,15 +61,17 @@ through the same disk spool as telemetry, so events that happen while the uplink
 (the message shown below, with the fields) and one increment of
 `edge_agent_lifecycle_events_total{kind}`: one place emits all three.
 
-Record key: the gateway id, or the device id for `device_*` events. Headers: `message-id` (the
-event's `event_id`), `gateway-id`, `schema-version` (`1`), `event-kind`. The record timestamp
-is `at_ms`.
+Record key: the gateway id, or the device id for `device_*` and `command_status` events.
+Headers: `message-id` (the event's `event_id`), `gateway-id`, `schema-version` (`1`),
+`event-kind`. The record timestamp is `at_ms`.
 
 Rate limits: per kind (per kind and device for device events), a burst of
 `lifecycle.rate_limit_burst` then `lifecycle.rate_limit_per_min` per minute. Events held back
 are counted in `edge_agent_lifecycle_events_suppressed_total{kind}`. `spool_overflow` events
 carry the records dropped since the last one that was sent, so their `records` add up to every
-dropped record; at shutdown the remainder is always sent.
+dropped record; at shutdown the remainder is always sent. `command_status` events are never
+rate limited, and are written to the spool before the command's offset is committed (see
+docs/how-to/commands.md).
 
 Events reach the spool even while it refuses writes for a while (disk full, I/O error: retried
 with back-off). One is lost only when the shutdown's deadline comes while the spool cannot take

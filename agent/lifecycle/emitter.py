@@ -57,6 +57,7 @@ _LINES: Final[dict[str, tuple[int, str]]] = {
     "disk_nearly_full": (logging.ERROR, "Disk under the spool is nearly full."),
     "record_refused": (logging.WARNING, "Kafka refused a record for good; see outcome."),
     "clock_skew_detected": (logging.WARNING, "Gateway clock is ahead of Kafka's."),
+    "command_status": (logging.INFO, "Command status."),
 }
 RETRY_INITIAL_SECS: Final = 0.1
 RETRY_MAX_SECS: Final = 5.0

@@ -237,6 +237,42 @@ class ClockSkewDetected(LifecycleEvent):
     )
 
 
+CommandStatusName = Literal[
+    "delivered", "expired", "rejected", "duplicate", "acknowledged", "failed"
+]
+
+
+class CommandStatus(LifecycleEvent):
+    """A device-bound command from ``commands.topic`` reached a status (``commands.enabled``).
+
+    Every command of this gateway ends in ``delivered`` (the broker acknowledged the QoS 1
+    PUBLISH), ``expired``, ``rejected`` or ``duplicate``; a delivered one may be followed by
+    ``acknowledged`` or ``failed`` when the device answers on the MQTT 5 response topic.
+    Written to the spool before the command's Kafka offset is committed; never rate limited.
+    """
+
+    kind: Literal["command_status"] = "command_status"
+    command_id: str | None = Field(description="The command's id (None: unreadable command).")
+    device_id: str | None = Field(description="The device (also the record key, when known).")
+    command_name: str | None = Field(default=None, description="The command name, when known.")
+    status: CommandStatusName
+    reason: str | None = Field(
+        default=None,
+        description="rejected: invalid, not_allowed, device_not_served, device_id_not_usable "
+        "or broker_refused; failed: device_error (its detail in detail) or unreadable_response.",
+    )
+    detail: str | None = Field(default=None, description="One sentence: what was wrong.")
+    correlation_data: str | None = Field(
+        default=None,
+        description="acknowledged/failed: the correlation data the device answered with.",
+    )
+
+    @property
+    def key(self) -> str:
+        """The Kafka record key: the device id, or the gateway id when unknown."""
+        return self.device_id or self.gateway_id
+
+
 EVENT_TYPES: tuple[type[LifecycleEvent], ...] = (
     AgentStarted,
     AgentStopping,
@@ -255,6 +291,7 @@ EVENT_TYPES: tuple[type[LifecycleEvent], ...] = (
     DiskNearlyFull,
     RecordRefused,
     ClockSkewDetected,
+    CommandStatus,
 )
 """Every event kind, in documentation order."""
 

@@ -64,6 +64,10 @@ class Presence:
         """Devices currently online."""
         return sum(1 for d in self._devices.values() if d.online)
 
+    def knows(self, device_id: str) -> bool:
+        """Whether ``device_id`` published through this agent (and is still tracked)."""
+        return device_id in self._devices
+
     def replace_settings(self, settings: LifecycleSettings) -> None:
         """Use a new offline timeout from the next check on (live reload)."""
         self._settings = settings

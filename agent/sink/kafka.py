@@ -280,11 +280,7 @@ class KafkaSink:
         return AIOKafkaProducer(**kwargs)
 
     def _ssl_context(self) -> ssl.SSLContext:
-        s = self._settings
-        ctx = ssl.create_default_context(cafile=str(s.ssl_ca_file) if s.ssl_ca_file else None)
-        if s.ssl_cert_file is not None and s.ssl_key_file is not None:
-            ctx.load_cert_chain(str(s.ssl_cert_file), str(s.ssl_key_file))
-        return ctx
+        return ssl_context(self._settings)
 
     async def open(self) -> None:
         """Create and start a producer.
@@ -673,6 +669,16 @@ async def force_shutdown(producer: AIOKafkaProducer) -> None:
             task.exception()
     if getattr(producer, "_closed", None) is False:
         producer._closed = True  # noqa: SLF001 - it is shut down: no "Unclosed" warning at exit
+
+
+def ssl_context(settings: KafkaSettings) -> ssl.SSLContext:
+    """The TLS context of a Kafka client (the producer, the command consumer): blocking."""
+    ctx = ssl.create_default_context(
+        cafile=str(settings.ssl_ca_file) if settings.ssl_ca_file else None
+    )
+    if settings.ssl_cert_file is not None and settings.ssl_key_file is not None:
+        ctx.load_cert_chain(str(settings.ssl_cert_file), str(settings.ssl_key_file))
+    return ctx
 
 
 def _retrieve(fut: asyncio.Future[Any]) -> None:

@@ -122,6 +122,15 @@ class RecordDropReason(enum.StrEnum):
 
 
 SETTLED_OUTCOMES: Final = ("dlq", "dropped")
+COMMAND_STATUSES: Final = (
+    "delivered",
+    "expired",
+    "rejected",
+    "duplicate",
+    "acknowledged",
+    "failed",
+    "skipped",
+)
 """The ``outcome`` label of ``records_settled_total``."""
 
 
@@ -297,6 +306,12 @@ class Metrics:
             "config_generation", "Generation of the configuration in use (1 at start)."
         )
         self._devices_online = g("devices_online", "Devices currently considered online.")
+        self._commands = c(
+            "commands_total", "Device-bound commands by status (skipped: another's).", ("status",)
+        )
+        self._commands_lag = g(
+            "commands_consumer_lag_messages", "Commands in Kafka not yet read by this gateway."
+        )
         self._clock_ahead = g(
             "clock_ahead_of_kafka_seconds",
             "Lower bound of how far the gateway clock is ahead of Kafka's (0: none detected).",
@@ -318,6 +333,8 @@ class Metrics:
                 self._settled.labels(outcome=outcome, reason=settle_reason.value)
         for result in ReloadResult:
             self._config_reloads.labels(result=result.value)
+        for command_status in COMMAND_STATUSES:
+            self._commands.labels(status=command_status)
         self._preinitialise_lifecycle()
 
     def _preinitialise_lifecycle(self) -> None:
@@ -560,6 +577,14 @@ class Metrics:
     def set_devices_online(self, devices: int) -> None:
         """Snapshot: devices currently online (``Presence.online_count``)."""
         self._devices_online.set(devices)
+
+    def command_status(self, status: str) -> None:
+        """A command reached ``status`` (one of :data:`COMMAND_STATUSES`)."""
+        self._commands.labels(status=status).inc()
+
+    def set_commands_lag(self, messages: int) -> None:
+        """Commands in Kafka this gateway's consumer has not read yet."""
+        self._commands_lag.set(messages)
 
 
 def _required(reason: Reason | None, outcome: Outcome) -> Reason:

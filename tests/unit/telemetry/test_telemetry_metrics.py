@@ -16,6 +16,8 @@ from agent.telemetry import Metrics, RecordDropReason, TopicKind
 
 EXPECTED_FAMILIES = {
     "edge_agent_build_info": "gauge",
+    "edge_agent_commands": "counter",
+    "edge_agent_commands_consumer_lag_messages": "gauge",
     "edge_agent_mqtt_messages_received": "counter",
     "edge_agent_mqtt_messages_dropped": "counter",
     "edge_agent_mqtt_acks_skipped": "counter",
