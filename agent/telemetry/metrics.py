@@ -119,6 +119,8 @@ class RecordDropReason(enum.StrEnum):
     """The reading's quality was below ``min_quality`` and ``low_quality_action`` is ``drop``."""
     KAFKA_REJECTED = "kafka_rejected"
     """Kafka refused the record for good (for example larger than the broker allows)."""
+    NO_READINGS = "no_readings"
+    """The message's payload profile found no reading in it (counted in messages)."""
 
 
 SETTLED_OUTCOMES: Final = ("dlq", "dropped")
@@ -365,7 +367,7 @@ class Metrics:
 
         VALID counts ``records_valid_total``; REJECTED counts ``records_rejected_total{reason}``;
         DROPPED counts ``records_dropped_total{reason}`` (the pipeline only drops for
-        ``low_quality``).
+        ``low_quality`` and, with profiles, ``no_readings``).
         """
         if outcome is Outcome.VALID:
             self.valid(messages)
