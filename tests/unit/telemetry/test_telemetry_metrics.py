@@ -136,7 +136,7 @@ def test_metrics_unlabelled_counters_have_no_created_series():
 
 
 def test_metrics_drop_reasons_include_the_spool_reasons():
-    """The ``records_dropped_total`` reasons: the spool's, low_quality, kafka_rejected, no_readings."""
+    """records_dropped_total reasons: the spool's, low_quality, kafka_rejected, no_readings."""
     assert {r.value for r in RecordDropReason} == {r.value for r in SpoolDropReason} | {
         "low_quality",
         "kafka_rejected",
