@@ -201,7 +201,8 @@ def render_text(result: dict[str, object]) -> str:
     for index, record in enumerate(records, 1):
         lines.append("")
         lines.append(f"record {index} -> {record['topic']}")
-        lines.append(f"  key:       {record['key']}")
+        key = record["key"]
+        lines.append(f"  key:       {'(none)' if key is None else key}")
         lines.append(f"  timestamp: {record['timestamp_ms']}")
         headers: dict[str, str] = record["headers"]  # type: ignore[assignment]
         lines.append("  headers:")
