@@ -12,10 +12,11 @@ Readers (all build schema version 2 readings, :mod:`agent.pipeline._typed`):
   ``pipeline.field_map``; with ``arrays``, also an array of such objects.
 * :class:`JsonFieldsReader` (``json_fields``): every number, boolean and string field of a JSON
   object is a reading; its metric is the field's path (``ENERGY.Power``), the object's
-  timestamp, quality and tags are shared by all. Nested objects are walked; arrays and nulls
-  are not readings. The device id field and the shared fields are never readings. ``include``
-  (paths; an object takes all its fields) limits the readings, ``exclude`` removes paths. An
-  included field that is absent or null is skipped: devices often send partial updates.
+  timestamp, quality and tags are shared by all. Nested objects are walked (at most 32 levels
+  deep: deeper is ``invalid_value``); arrays and nulls are not readings. The device id field
+  and the shared fields are never readings. ``include`` (paths; an object takes all its
+  fields) limits the readings, ``exclude`` removes paths. An included field that is absent or
+  null is skipped: devices often send partial updates.
 * :class:`ScalarReader` (``scalar``): the whole payload is one bare value; device id and metric
   come from the topic template, the timestamp is the receive time, the quality 192.
 
@@ -63,6 +64,8 @@ if TYPE_CHECKING:
 Readings = list[tuple[str, TypedCanonical]]
 
 _NUMBER = re.compile(r"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?")
+_MAX_DEPTH = 32
+"""json_fields walks objects at most this deep; a deeper one is ``invalid_value``."""
 _TRUE = frozenset({"true", "on", "1"})
 _FALSE = frozenset({"false", "off", "0"})
 
@@ -344,15 +347,22 @@ class JsonFieldsReader:
                 reading["unit"] = unit
             out.append((device_id, reading))
 
-    def _walk(self, node: dict[str, object], prefix: str, leaves: list[tuple[str, object]]) -> None:
+    def _walk(
+        self, node: dict[str, object], prefix: str, leaves: list[tuple[str, object]], depth: int = 0
+    ) -> None:
         """Collect the readable leaves under ``node``: scalars, not nulls or arrays."""
+        if depth >= _MAX_DEPTH:
+            raise InvalidMessageError(
+                Reason.INVALID_VALUE,
+                f"field {quote(prefix[:-1])} nests objects more than {_MAX_DEPTH} levels deep",
+            )
         skip = self._skip
         for key, value in node.items():
             path = prefix + key if prefix else key
             if path in skip or value is None:
                 continue
             if value.__class__ is dict:
-                self._walk(value, path + ".", leaves)
+                self._walk(value, path + ".", leaves, depth + 1)
             elif value.__class__ is not list:
                 leaves.append((path, value))
 

@@ -255,6 +255,17 @@ def test_profiles_message_without_readings_is_dropped_and_counted(topic, payload
     )
 
 
+def test_profiles_deeply_nested_object_is_rejected_not_a_crash():
+    """json_fields walks at most 32 levels; a deeper object is invalid_value, not an error."""
+    payload = b'{"a":' * 40 + b"1" + b"}" * 40
+    processed = pipeline().process(message("zigbee2mqtt/k", payload))
+    assert processed.reason is Reason.INVALID_VALUE
+    assert "more than 32 levels deep" in str(processed.detail)
+    shallow = b'{"a":' * 30 + b"1" + b"}" * 30
+    (reading,) = readings(pipeline().process(message("zigbee2mqtt/k", shallow)))
+    assert reading["metric"] == ".".join(["a"] * 30)
+
+
 def test_profiles_too_many_readings_are_rejected():
     """More readings than max_readings_per_message sends the message to the DLQ."""
     payload = json.dumps({f"f{i}": i for i in range(5)}).encode()
