@@ -307,7 +307,8 @@ class Metrics:
         for ack_reason in AckSkipReason:
             self._acks_skipped.labels(reason=ack_reason.value)
         for reason in Reason:
-            self._rejected.labels(reason=reason.value)
+            if reason is not Reason.NO_READINGS:  # a drop reason only, never a DLQ one
+                self._rejected.labels(reason=reason.value)
         for drop_reason in RecordDropReason:
             self._dropped.labels(reason=drop_reason.value)
         for kind in TopicKind:
