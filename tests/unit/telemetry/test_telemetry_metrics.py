@@ -43,7 +43,10 @@ EXPECTED_FAMILIES = {
 }
 
 CLOSED_SETS = {
-    "edge_agent_records_rejected_total": ("reason", {r.value for r in Reason}),
+    "edge_agent_records_rejected_total": (
+        "reason",
+        {r.value for r in Reason} - {"no_readings"},  # dropped, never dead-lettered
+    ),
     "edge_agent_records_dropped_total": ("reason", {r.value for r in RecordDropReason}),
     "edge_agent_records_forwarded_total": ("topic_kind", {k.value for k in TopicKind}),
     "edge_agent_config_reloads_total": ("result", {"applied", "rejected"}),
