@@ -9,7 +9,7 @@ from typing import Any
 
 import jsonschema
 import pytest
-from hypothesis import given
+from hypothesis import event, given, settings
 from hypothesis import strategies as st
 from paho.mqtt.client import topic_matches_sub
 from pydantic import ValidationError
@@ -514,3 +514,88 @@ def test_profiles_error_names_the_profile_field_path():
     with pytest.raises(ValidationError) as info:
         PipelineSettings.model_validate(config)
     assert info.value.errors()[0]["loc"] == ("profiles", 0, "json_fields", "topic_filters", 0)
+
+
+# ---------------------------------------------------------------- schema 2 keeps schema 1's rules
+_V1_CONFIGS: list[dict[str, Any]] = [
+    {},
+    {
+        "device_id": {
+            "topic_template": "plant/{site}/{device_id}/{metric}",
+            "json_field": "meta.id",
+        },
+        "forward_raw": True,
+        "unknown_fields": "keep_as_tags",
+        "min_quality": 100,
+    },
+    {
+        "device_id": {"topic_template": "plant/{site}/{device_id}/{metric}", "json_field": None},
+        "field_map": {"value": "v", "ts": "t"},
+        "unknown_fields": "reject",
+        "missing_ts": "reject",
+        "min_quality": 192,
+        "low_quality_action": "dlq",
+    },
+]
+_PAIRS = [
+    (
+        Pipeline(PipelineSettings.model_validate(c), "gw-1"),
+        Pipeline(PipelineSettings.model_validate({**c, "schema_version": 2}), "gw-1"),
+    )
+    for c in _V1_CONFIGS
+]
+_json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner),
+    max_leaves=8,
+)
+_fields = st.sampled_from(
+    ["device_id", "metric", "value", "v", "ts", "t", "quality", "unit", "tags", "meta", "x"]
+)
+_reading_like = st.fixed_dictionaries(
+    {
+        "device_id": st.sampled_from(["d-1", "d-2", "d-3", "", 7]),
+        "metric": st.sampled_from(["temp", "hum", "rpm", None, 3]),
+        "value": st.floats(allow_nan=False, allow_infinity=False)
+        | st.integers(-(2**70), 2**70)
+        | st.floats()
+        | st.booleans()
+        | st.text(max_size=4),
+    },
+    optional={
+        "ts": st.integers(1_600_000_000, 1_700_000_100) | st.just("2023-11-14T22:13:19Z"),
+        "quality": st.integers(0, 255) | st.integers(-1, 256) | st.sampled_from(["good", "bad"]),
+        "unit": st.sampled_from(["C", ""]),
+        "tags": st.dictionaries(st.sampled_from(["a", "b"]), st.text(max_size=3)),
+        "x": _json_values,
+        "meta": st.fixed_dictionaries({"id": st.sampled_from(["m-1", 1])}),
+    },
+)
+_payloads = (
+    _reading_like.map(lambda d: json.dumps(d).encode())
+    | st.binary(max_size=100)
+    | st.dictionaries(_fields, _json_values, max_size=8).map(lambda d: json.dumps(d).encode())
+)
+_topics = st.sampled_from(["plant/b/d-1/temp", "plant/x", "a/b/c/d", "plant/b//m"])
+
+
+@settings(max_examples=400)
+@given(pair=st.sampled_from(_PAIRS), topic=_topics, payload=_payloads)
+def test_profiles_schema_2_default_reader_keeps_schema_1_rules(pair, topic, payload):
+    """Schema 2 without profiles: same outcome and reason as schema 1 (except typed values),
+    and a valid reading is the schema 1 reading plus schema_version and value_type.
+    """
+    v1, v2 = pair
+    one = v1.process(message(topic, payload))
+    two = v2.process(message(topic, payload))
+    assert two.reason is not Reason.INTERNAL_ERROR, two.detail
+    event(f"schema 1 {one.outcome.value}")
+    if one.reason is Reason.WRONG_TYPE:
+        return  # a boolean or string value is valid in schema 2; other checks then follow
+    assert (two.outcome, two.reason) == (one.outcome, one.reason), (one.detail, two.detail)
+    assert [r.topic for r in two.records] == [r.topic for r in one.records]
+    if one.outcome is Outcome.VALID:
+        first, second = json.loads(one.records[-1].value), json.loads(two.records[-1].value)
+        assert second == {**first, "schema_version": 2, "value_type": "number"}
+        VALIDATOR.validate(first)
+        VALIDATOR.validate(second)
