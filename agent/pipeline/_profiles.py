@@ -310,7 +310,10 @@ class JsonFieldsReader:
         self, item: dict[str, object], device_id: str, received_at_ms: int, out: Readings
     ) -> None:
         shared = self._shared
-        ts = shared._ts(_lookup(item, self._ts_path), received_at_ms)  # noqa: SLF001
+        if self._ts_path:
+            ts = shared._ts(_lookup(item, self._ts_path), received_at_ms)  # noqa: SLF001
+        else:  # no timestamp field: the receive time, whatever missing_ts says
+            ts = received_at_ms
         raw = _lookup(item, self._quality_path)
         quality = QUALITY_GOOD if raw is None else shared._quality(raw)  # noqa: SLF001
         tags = shared._tags(_lookup(item, self._tags_path), None)  # noqa: SLF001

@@ -224,7 +224,10 @@ class JsonFieldsProfile(_ProfileBase):
     )
     ts_field: JsonPath | None = Field(
         default="ts",
-        description="Field path of the shared timestamp (absent: missing_ts applies).",
+        description=(
+            "Field path of the shared timestamp (absent in a message: missing_ts applies); "
+            "null: always the receive time."
+        ),
     )
     quality_field: JsonPath | None = Field(
         default="quality", description="Field path of the shared quality (absent: 192)."

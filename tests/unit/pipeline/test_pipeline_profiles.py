@@ -91,6 +91,16 @@ def test_profiles_units_and_shared_timestamp_apply_to_each_reading():
     assert got[1]["unit"] == "W"
 
 
+def test_profiles_without_ts_field_readings_take_the_receive_time():
+    """json_fields with ts_field null: the receive time, even under missing_ts reject."""
+    profile = {"name": "f", "format": "json_fields", "topic_filters": ["f/#"], "ts_field": None}
+    p = pipeline(profiles=[profile], missing_ts="reject")
+    got = readings(p.process(message("f/x", b'{"device_id":"d","a":1,"ts":5}')))
+    assert [(r["metric"], r["ts"]) for r in got] == [("a", RECEIVED_AT_MS), ("ts", RECEIVED_AT_MS)]
+    with_ts = pipeline(missing_ts="reject").process(message("zigbee2mqtt/k", b'{"a":1}'))
+    assert (with_ts.reason, with_ts.detail) == (Reason.MISSING_FIELD, "field 'ts' is missing")
+
+
 def test_profiles_several_readings_get_derived_stable_ids():
     """Reading i of a message has id reading_message_id(message id, i), the same on every copy."""
     topic, payload = "zigbee2mqtt/kitchen", b'{"temperature":21.5,"humidity":40}'
