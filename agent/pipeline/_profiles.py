@@ -239,7 +239,6 @@ class JsonFieldsReader:
         "_arrays",
         "_decode",
         "_devices",
-        "_exclude",
         "_include",
         "_max_string_bytes",
         "_quality_path",
@@ -284,9 +283,10 @@ class JsonFieldsReader:
             skip.add(device_id.json_field)
         self._skip = frozenset(skip | set(profile.exclude))
         self._include = (
-            None if profile.include is None else tuple(_split(p) for p in profile.include)
+            None
+            if profile.include is None
+            else tuple(_split(p) for p in profile.include if not _under(p, self._skip))
         )
-        self._exclude = frozenset(profile.exclude)
         self._units = dict(profile.units)
         self._max_string_bytes = settings.max_string_value_bytes
 
@@ -322,11 +322,11 @@ class JsonFieldsReader:
             self._walk(item, "", leaves)
         else:
             for parts in self._include:
-                node = _lookup(item, parts)
                 joined = ".".join(parts)
+                node = _lookup(item, parts)
                 if node.__class__ is dict:
                     self._walk(node, joined + ".", leaves)
-                elif node is not None and joined not in self._skip:
+                elif node is not None:  # an included array is wrong_type: name its fields
                     leaves.append((joined, node))
         units = self._units
         for path, raw_value in leaves:
@@ -368,6 +368,12 @@ class JsonFieldsReader:
                 self._walk(value, path + ".", leaves, depth + 1)
             elif value.__class__ is not list:
                 leaves.append((path, value))
+
+
+def _under(path: str, paths: frozenset[str]) -> bool:
+    """Whether ``path`` is one of ``paths`` or lies under one of them."""
+    parts = path.split(".")
+    return any(".".join(parts[:n]) in paths for n in range(1, len(parts) + 1))
 
 
 def _split(path: str | None) -> tuple[str, ...]:

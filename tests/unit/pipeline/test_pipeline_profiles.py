@@ -101,6 +101,20 @@ def test_profiles_without_ts_field_readings_take_the_receive_time():
     assert (with_ts.reason, with_ts.detail) == (Reason.MISSING_FIELD, "field 'ts' is missing")
 
 
+def test_profiles_exclude_wins_over_include():
+    """A path both included and excluded (or under an excluded object) is not a reading."""
+    profile = {
+        "name": "f",
+        "format": "json_fields",
+        "topic_filters": ["f/#"],
+        "include": ["a", "b", "c.d"],
+        "exclude": ["a", "c"],
+    }
+    payload = b'{"device_id":"d","a":{"x":1},"b":2,"c":{"d":3}}'
+    got = readings(pipeline(profiles=[profile]).process(message("f/x", payload)))
+    assert [r["metric"] for r in got] == ["b"]
+
+
 def test_profiles_several_readings_get_derived_stable_ids():
     """Reading i of a message has id reading_message_id(message id, i), the same on every copy."""
     topic, payload = "zigbee2mqtt/kitchen", b'{"temperature":21.5,"humidity":40}'
