@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from agent import __version__, ops
+from agent import __version__, dryrun, ops
 
 if TYPE_CHECKING:
     from collections.abc import Coroutine, Sequence
@@ -72,6 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--device-offset", type=int, default=0)
     sim.add_argument("--connections", type=int, default=4)
     ops.add_parsers(sub)  # spool, status, top: agent/ops
+    dryrun.add_parser(sub)  # dry-run: agent/dryrun.py
     return parser
 
 
@@ -117,6 +118,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "simulate":
         return _simulate(args)
     if (code := ops.dispatch(args)) is not None:
+        return code
+    if (code := dryrun.dispatch(args)) is not None:
         return code
     parser.print_help()
     return 0

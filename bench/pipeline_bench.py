@@ -1,9 +1,13 @@
 """Micro-benchmark of the per-message work between the MQTT source and the spool, on one core.
 
-Usage: ``.venv/bin/python bench/pipeline_bench.py [messages]``. Prints microseconds per message.
+Usage: ``.venv/bin/python bench/pipeline_bench.py [messages] [--profiles-only]`` (``--help``).
+Prints microseconds per message (and per reading for messages that yield several).
 
 * ``Pipeline.process`` cases: a valid 256-byte reading (metric, value, timestamp, quality, unit,
   three tags, padding), processed repeatedly; the best of five rounds is reported.
+* Payload profiles (schema version 2): the default reader with typed values, a Zigbee2MQTT
+  multi-field object (4 readings), a Tasmota nested object (6 readings), a Node-RED array of
+  10 readings, a bare value; microseconds per message and per reading.
 * ``ReceivedMessage`` construction, as the MQTT source builds one per PUBLISH (with its fresh
   message id).
 * ``ingest``: the whole group-commit loop (:class:`agent.ingest.Ingest`) over a pre-filled
@@ -18,9 +22,9 @@ machine disturbs them less. Compare numbers between commits on the same machine.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
-import sys
 import time
 from typing import TYPE_CHECKING
 
@@ -69,7 +73,9 @@ def _run(
     outcome: Outcome = Outcome.VALID,
 ) -> None:
     pipeline = Pipeline(settings, "gw-bench-1")
-    assert pipeline.process(msg).outcome is outcome  # noqa: S101
+    processed = pipeline.process(msg)
+    assert processed.outcome is outcome, processed.detail  # noqa: S101
+    readings = sum(1 for r in processed.records if r.topic == settings.topics.normalized)
     process = pipeline.process
     best = float("inf")
     for _ in range(5):
@@ -77,11 +83,85 @@ def _run(
         for _ in range(count):
             process(msg)
         best = min(best, time.process_time() - start)
-    _print(name, best / count, f"best of 5 x {count}")
+    how = f"best of 5 x {count}"
+    if readings > 1:
+        how += f"; {best / count / readings * 1e6:.2f} us/reading x {readings}"
+    _print(name, best / count, how)
 
 
 def _print(name: str, secs: float, how: str) -> None:
     print(f"{name:<36} {secs * 1e6:6.2f} us/msg ({how})")
+
+
+PROFILES = [  # as in tests/fixtures/device_payloads.py
+    {
+        "name": "zigbee2mqtt",
+        "format": "json_fields",
+        "topic_filters": ["zigbee2mqtt/+"],
+        "device_id": {"topic_template": "zigbee2mqtt/{device_id}"},
+        "exclude": ["last_seen", "update"],
+    },
+    {
+        "name": "tasmota",
+        "format": "json_fields",
+        "topic_filters": ["tele/+/SENSOR"],
+        "device_id": {"topic_template": "tele/{device_id}/SENSOR"},
+        "include": ["ENERGY"],
+        "exclude": ["ENERGY.TotalStartTime"],
+        "units": {"ENERGY.Power": "W", "ENERGY.Voltage": "V"},
+    },
+    {
+        "name": "node-red-readings",
+        "format": "json_reading",
+        "arrays": True,
+        "topic_filters": ["nodered/readings/#"],
+    },
+    {
+        "name": "bare",
+        "format": "scalar",
+        "topic_filters": ["plant/+/+/+"],
+        "device_id": {"topic_template": "plant/{site}/{device_id}/{metric}"},
+    },
+]
+TASMOTA = (
+    b'{"Time":"2024-01-01T12:00:00","ENERGY":{"TotalStartTime":"2023-12-01T00:00:00",'
+    b'"Total":1.234,"Yesterday":0.5,"Today":0.1,"Power":12,"Voltage":230,"Current":0.09}}'
+)
+
+
+def _profiles(count: int) -> None:
+    """Schema version 2 and the payload profiles of the device corpus."""
+    typed = PipelineSettings(schema_version=2, device_id=TEMPLATE)
+    _run(
+        "schema 2, default reader (template)",
+        typed,
+        _message("plant/berlin/p-042/temperature"),
+        count,
+    )
+    profiled = PipelineSettings.model_validate({"schema_version": 2, "profiles": PROFILES})
+    now = RECEIVED_AT_MS
+    cases = [
+        (
+            "json_fields zigbee2mqtt (4 fields)",
+            "zigbee2mqtt/kitchen",
+            b'{"temperature":21.5,"humidity":40,"battery":97,"linkquality":120}',
+        ),
+        (
+            "json_fields tasmota (nested, 6)",
+            "tele/tasmota_1A2B3C/SENSOR",
+            TASMOTA,
+        ),
+        (
+            "json_reading array (10 readings)",
+            "nodered/readings/line-2",
+            json.dumps(
+                [{"device_id": f"d{i}", "metric": "t", "value": 20.5 + i} for i in range(10)]
+            ).encode(),
+        ),
+        ("scalar bare number", "plant/berlin/press-7/temperature", b"21.5"),
+    ]
+    for name, topic, payload in cases:
+        _run(name, profiled, ReceivedMessage(topic, payload, 1, False, now), count)  # noqa: FBT003
 
 
 def _received_message(count: int) -> None:
@@ -176,7 +256,14 @@ def _ingest(count: int) -> None:
 
 
 def main() -> None:
-    count = int(sys.argv[1]) if len(sys.argv) > 1 else 100_000
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n", 1)[0])
+    parser.add_argument("messages", type=int, nargs="?", default=100_000, help="per case")
+    parser.add_argument("--profiles-only", action="store_true", help="only the profile cases")
+    args = parser.parse_args()
+    count = args.messages
+    if args.profiles_only:
+        _profiles(count)
+        return
     by_topic = _message("plant/berlin/press-042/temperature")
     by_field = _message("plant/x", device_id="press-042")
     rfc3339 = _message("plant/x", device_id="press-042", ts="2023-11-14T22:13:19.123Z")
@@ -191,6 +278,7 @@ def main() -> None:
     _run("json field, RFC 3339 timestamp", PipelineSettings(), rfc3339, count)
     rejected = _message("plant/x", device_id="press-042", value="21.5")
     _run("rejected (wrong_type)", PipelineSettings(), rejected, count, Outcome.REJECTED)
+    _profiles(count)
     _received_message(count)
     _ingest(count)
 

@@ -147,10 +147,20 @@ def type_name(annotation: Any) -> str:  # noqa: ANN401 - any type
         return f"list of {type_name(args[0])}"
     if origin is dict:
         return f"mapping of {type_name(args[0])} to {type_name(args[1])}"
-    if isinstance(annotation, type) and issubclass(annotation, Enum):
+    if isinstance(annotation, type):
+        return _class_name(annotation)
+    message = f"gen_config_docs: no name for the type {annotation!r}; add one to type_name()"
+    raise TypeError(message)
+
+
+def _class_name(annotation: type) -> str:
+    """A reader's name for a class: an enum's values, a simple type, a model's name."""
+    if issubclass(annotation, Enum):
         return "one of " + ", ".join(f"`{member.value}`" for member in annotation)
     if annotation in _SIMPLE:
         return _SIMPLE[annotation]
+    if issubclass(annotation, BaseModel):
+        return f"`{annotation.__name__}` object"
     message = f"gen_config_docs: no name for the type {annotation!r}; add one to type_name()"
     raise TypeError(message)
 
@@ -242,7 +252,35 @@ def option_block(option: Option) -> list[str]:
         f"- Environment: {env}",
         f"- Applies: {reload}",
         "",
+        *[line for model in item_models(field.annotation) for line in item_block(model)],
     ]
+
+
+def item_models(annotation: Any) -> list[type[BaseModel]]:  # noqa: ANN401 - any type
+    """The models a list option's items can be (e.g. the kinds of ``pipeline.profiles``)."""
+    if get_origin(annotation) is not list:
+        return []
+    item = get_args(annotation)[0]
+    if get_origin(item) is Annotated:
+        item = get_args(item)[0]
+    kinds = get_args(item) if get_origin(item) in (Union, types.UnionType) else (item,)
+    return [k for k in kinds if isinstance(k, type) and issubclass(k, BaseModel)]
+
+
+def item_block(model: type[BaseModel]) -> list[str]:
+    """A list item's model: its docstring, then each field with type, default, description."""
+    lines = [paragraph(f"`{model.__name__}`: {inspect.cleandoc(model.__doc__ or '')}")]
+    for name, field in model.model_fields.items():
+        if field.is_required():
+            default = "required"
+        else:
+            value = field.get_default(call_default_factory=True)
+            dumped = TypeAdapter(field.annotation).dump_python(value, mode="json")
+            default = f"default `{flow(dumped)}`"
+        text = f"- `{name}` ({type_name(field.annotation)}, {default}): {field.description}"
+        wrapped = textwrap.fill(" ".join(markdown(text).split()), width=100, subsequent_indent="  ")
+        lines.append(wrapped)
+    return [*lines, ""]
 
 
 def section_blocks(

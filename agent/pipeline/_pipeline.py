@@ -12,6 +12,16 @@ Contract:
   broker redelivery), so a replay after a crash produces duplicates that downstream can remove
   by ``message-id``.
 
+Profiles and schema version 2 (:mod:`agent.pipeline._profiles`): with neither configured the
+message takes the path described here, unchanged. Otherwise the message's topic picks a reader
+once per topic (a cache), the reader returns the message's readings (one or many, typed
+values), and the records follow :meth:`RecordBuilder.valid_many
+<agent.pipeline._records.RecordBuilder.valid_many>`. The message still has exactly one outcome:
+every reading is produced, or the whole message goes to the DLQ, or it is DROPPED (no reading
+found: ``no_readings``; every reading below ``min_quality``: ``low_quality``). With
+``low_quality_action: drop``, readings below ``min_quality`` are left out one by one; with
+``dlq`` one such reading sends the message to the DLQ.
+
 Checks run in this order, and the first failure gives the reason: payload size (before any
 decoding), UTF-8, JSON, JSON object, device id, then the reading rules of
 :mod:`agent.pipeline._reading`, then the quality threshold.
@@ -36,10 +46,12 @@ import orjson
 
 from agent.errors import ConfigError
 from agent.pipeline._device import DeviceIdResolver, TopicFields, parse_template
+from agent.pipeline._profiles import build_router
 from agent.pipeline._reading import ReadingBuilder, canonical_json
 from agent.pipeline._records import RecordBuilder
 from agent.pipeline._result import InvalidMessageError, Outcome, Processed, Reason
 from agent.pipeline._text import MAX_NAME_BYTES, text_problem
+from agent.pipeline._typed import canonical_json_v2
 from agent.pipeline.settings import LowQualityAction
 
 if TYPE_CHECKING:
@@ -100,6 +112,31 @@ def decode_payload(
     return document
 
 
+def decode_document(msg: ReceivedMessage, max_payload_bytes: int) -> object:
+    """Decode a message's payload into any JSON value, as :func:`decode_payload` does.
+
+    The same checks and reasons except ``not_an_object``; an array's object elements get the
+    same big-integer care as a top-level object.
+
+    Raises:
+        InvalidMessageError: ``payload_too_large``, ``not_utf8``, ``not_json`` or ``not_finite``.
+    """
+    payload = msg.payload
+    if msg.original_size is not None or len(payload) > max_payload_bytes:
+        decode_payload(payload, max_payload_bytes, original_size=msg.original_size)
+    if len(payload) >= _NESTED and payload.count(b"[") + payload.count(b"{") >= _NESTED:
+        return _stdlib_decode(payload)
+    try:
+        document = orjson.loads(payload)
+    except orjson.JSONDecodeError:
+        return _stdlib_decode(payload)
+    items = document if document.__class__ is list else (document,)
+    for item in items:
+        if item.__class__ is dict and _maybe_big_int(item):
+            return _stdlib_decode(payload)
+    return document
+
+
 def _maybe_big_int(document: dict[str, object]) -> bool:
     """Whether orjson may have read a top-level integer beyond 64 bits as a float."""
     for value in document.values():
@@ -139,9 +176,12 @@ class Pipeline:
         "_devices",
         "_low_quality_dlq",
         "_max_payload_bytes",
+        "_max_readings",
         "_min_quality",
         "_readings",
         "_records",
+        "_route",
+        "_router",
     )
 
     def __init__(self, settings: PipelineSettings, gateway_id: str) -> None:
@@ -164,10 +204,16 @@ class Pipeline:
             gateway_id,
             forward_raw=settings.forward_raw,
             dlq_max_payload_bytes=settings.dlq_max_payload_bytes,
+            schema_version=settings.schema_version,
         )
         self._max_payload_bytes = settings.max_payload_bytes
         self._min_quality = settings.min_quality
         self._low_quality_dlq = settings.low_quality_action is LowQualityAction.DLQ
+        max_bytes = settings.max_payload_bytes
+        self._router = build_router(settings, lambda msg: decode_document(msg, max_bytes))
+        self._max_readings = settings.max_readings_per_message
+        typed = settings.schema_version != 1 or bool(settings.profiles)
+        self._route = self._process_typed if typed else self._process
 
     def process(self, msg: ReceivedMessage) -> Processed:
         """Validate ``msg`` and build its records; never raises.
@@ -177,7 +223,7 @@ class Pipeline:
             record; see :class:`Processed`.
         """
         try:
-            return self._process(msg)
+            return self._route(msg)
         except Exception as exc:  # noqa: BLE001 - last line of defence: a bug must not lose data
             detail = f"the pipeline failed with {type(exc).__name__}"
             record = self._records.dlq(msg, None, Reason.INTERNAL_ERROR, detail)
@@ -218,6 +264,39 @@ class Pipeline:
             return Processed(Outcome.DROPPED, (), Reason.LOW_QUALITY, device_id, detail)
         records = self._records.valid(msg, device_id, canonical_json(reading), reading["ts"])
         return Processed(Outcome.VALID, records, None, device_id)
+
+    def profile(self, topic: str) -> str:
+        """The name of the profile that reads ``topic`` (``default`` when none matches)."""
+        return self._router.reader(topic).name
+
+    def _process_typed(self, msg: ReceivedMessage) -> Processed:
+        """Schema version 2, profiles: see the module docstring."""
+        try:
+            readings = self._router.reader(msg.topic).readings(msg)
+        except InvalidMessageError as exc:
+            return self._reject(msg, exc.device_id, exc.reason, exc.detail)
+        if len(readings) > self._max_readings:
+            detail = (
+                f"the message has {len(readings)} readings, more than max_readings_per_message "
+                f"{self._max_readings}"
+            )
+            return self._reject(msg, readings[0][0], Reason.INVALID_VALUE, detail)
+        if not readings:
+            detail = "the message's profile found no reading in it"
+            return Processed(Outcome.DROPPED, (), Reason.NO_READINGS, None, detail)
+        device_id = readings[0][0]
+        minimum = self._min_quality
+        if minimum:
+            low = [r for r in readings if r[1]["quality"] < minimum]
+            if low:
+                detail = f"quality {low[0][1]['quality']} is below min_quality {minimum}"
+                if self._low_quality_dlq:
+                    return self._reject(msg, device_id, Reason.LOW_QUALITY, detail)
+                readings = [r for r in readings if r[1]["quality"] >= minimum]
+                if not readings:
+                    return Processed(Outcome.DROPPED, (), Reason.LOW_QUALITY, device_id, detail)
+        encoded = [(d, canonical_json_v2(reading), reading["ts"]) for d, reading in readings]
+        return Processed(Outcome.VALID, self._records.valid_many(msg, encoded), None, device_id)
 
     def _reject(
         self, msg: ReceivedMessage, device_id: str | None, reason: Reason, detail: str

@@ -7,7 +7,8 @@ Headers, in this order, on every record (values UTF-8):
 2. ``source-topic``: the MQTT topic;
 3. ``gateway-id``: the gateway that received the message;
 4. ``received-at``: receive time, epoch milliseconds, decimal ASCII;
-5. ``schema-version``: ``1``, the canonical reading schema version.
+5. ``schema-version``: the canonical reading schema version, ``pipeline.schema_version``
+   (``1`` by default, ``2`` with typed values).
 
 DLQ records add, in this order:
 
@@ -16,6 +17,15 @@ DLQ records add, in this order:
 8. ``original-size`` and ``payload-sha256``, only when the payload was cut (longer than
    ``dlq_max_payload_bytes``, or cut at the source for being over ``max_payload_bytes``).
 
+A message that yields several readings (profiles: multi-field objects, arrays) gives each
+normalized record its own ``message-id``, :func:`reading_message_id` of the message's id and
+the reading's index, so a replay or a recognised redelivery gives the same ids again, and adds:
+
+6. ``parent-message-id``: the message's own id (the raw record's ``message-id``);
+7. ``reading-index``: the reading's position among the message's readings, from 0, decimal.
+
+A message that yields one reading keeps today's headers and the message's id.
+
 A VALID message with ``forward_raw`` on yields the raw record first and the normalized record
 second: whoever consumes both topics sees the original before its interpretation, and both
 share the message id so they can be joined.
@@ -23,7 +33,7 @@ share the message id so they can be joined.
 
 from __future__ import annotations
 
-from hashlib import sha256
+from hashlib import blake2b, sha256
 from typing import TYPE_CHECKING
 
 from agent.model import Headers, Record
@@ -44,8 +54,19 @@ HEADER_DLQ_REASON = "dlq-reason"
 HEADER_DLQ_DETAIL = "dlq-detail"
 HEADER_ORIGINAL_SIZE = "original-size"
 HEADER_PAYLOAD_SHA256 = "payload-sha256"
+HEADER_PARENT_MESSAGE_ID = "parent-message-id"
+HEADER_READING_INDEX = "reading-index"
 
 _SCHEMA_VERSION_HEADER = (HEADER_SCHEMA_VERSION, str(SCHEMA_VERSION).encode("ascii"))
+
+
+def reading_message_id(message_id: str, index: int) -> str:
+    """The ``message-id`` of reading ``index`` of a message that yields several readings.
+
+    32 lowercase hex digits: BLAKE2b with a 16-byte digest of ``"{message_id}/{index}"``
+    (ASCII). Deterministic, so every copy of the message gives its readings the same ids.
+    """
+    return blake2b(f"{message_id}/{index}".encode("ascii"), digest_size=16).hexdigest()
 
 
 def bounded_payload(payload: bytes, max_bytes: int) -> tuple[bytes, Headers]:
@@ -69,7 +90,15 @@ def bounded_payload(payload: bytes, max_bytes: int) -> tuple[bytes, Headers]:
 class RecordBuilder:
     """Builds the records of each outcome for one gateway and set of topics."""
 
-    __slots__ = ("_dlq", "_dlq_max_bytes", "_forward_raw", "_gateway", "_normalized", "_raw")
+    __slots__ = (
+        "_dlq",
+        "_dlq_max_bytes",
+        "_forward_raw",
+        "_gateway",
+        "_normalized",
+        "_raw",
+        "_schema_header",
+    )
 
     def __init__(
         self,
@@ -78,14 +107,20 @@ class RecordBuilder:
         *,
         forward_raw: bool,
         dlq_max_payload_bytes: int = 65536,
+        schema_version: int = SCHEMA_VERSION,
     ) -> None:
-        """Remember the topics, the gateway id (encoded once) and the raw and DLQ options."""
+        """Remember the topics, the gateway id (encoded once), the raw and DLQ options."""
         self._dlq_max_bytes = dlq_max_payload_bytes
         self._normalized = topics.normalized
         self._raw = topics.raw
         self._dlq = topics.dlq
         self._gateway = (HEADER_GATEWAY_ID, gateway_id.encode("utf-8"))
         self._forward_raw = forward_raw
+        self._schema_header = (
+            _SCHEMA_VERSION_HEADER
+            if schema_version == SCHEMA_VERSION
+            else (HEADER_SCHEMA_VERSION, str(schema_version).encode("ascii"))
+        )
 
     def headers(self, msg: ReceivedMessage) -> Headers:
         """Return the common headers of every record built from ``msg``."""
@@ -94,7 +129,7 @@ class RecordBuilder:
             (HEADER_SOURCE_TOPIC, msg.topic.encode("utf-8", "backslashreplace")),
             self._gateway,
             (HEADER_RECEIVED_AT, b"%d" % msg.received_at_ms),
-            _SCHEMA_VERSION_HEADER,
+            self._schema_header,
         )
 
     def valid(
@@ -107,6 +142,44 @@ class RecordBuilder:
         if not self._forward_raw:
             return (normalized,)
         return (Record(self._raw, key, msg.payload, headers, ts_ms), normalized)
+
+    def valid_many(
+        self, msg: ReceivedMessage, readings: list[tuple[str, bytes, int]]
+    ) -> tuple[Record, ...]:
+        """Return the records of a VALID message with ``(device id, value, ts)`` readings.
+
+        One reading: as :meth:`valid`. Several: the raw record (if forwarded; keyed and
+        timestamped as the first reading) then one normalized record per reading, each with
+        its own message id (see the module docstring).
+        """
+        if len(readings) == 1:
+            return self.valid(msg, *readings[0])
+        headers = self.headers(msg)
+        parent = msg.message_id
+        common = headers[1:]
+        parent_header = (HEADER_PARENT_MESSAGE_ID, parent.encode("ascii"))
+        topic = self._normalized
+        records = [
+            Record(
+                topic,
+                device_id.encode("utf-8"),
+                value,
+                (
+                    (HEADER_MESSAGE_ID, reading_message_id(parent, index).encode("ascii")),
+                    *common,
+                    parent_header,
+                    (HEADER_READING_INDEX, b"%d" % index),
+                ),
+                ts_ms,
+            )
+            for index, (device_id, value, ts_ms) in enumerate(readings)
+        ]
+        if self._forward_raw:
+            first = records[0]
+            records.insert(
+                0, Record(self._raw, first.key, msg.payload, headers, first.timestamp_ms)
+            )
+        return tuple(records)
 
     def dlq(
         self, msg: ReceivedMessage, device_id: str | None, reason: Reason, detail: str

@@ -57,6 +57,9 @@ class Reason(StrEnum):
     """The device id is not a string, is empty, too long, or has control characters."""
     LOW_QUALITY = "low_quality"
     """The reading's quality is below ``min_quality``."""
+    NO_READINGS = "no_readings"
+    """The message's profile found no reading in it (an empty array, an object without a
+    readable field); the message is dropped and counted."""
     INTERNAL_ERROR = "internal_error"
     """A bug in the pipeline; the message is kept in the DLQ rather than lost."""
 
@@ -71,7 +74,8 @@ class Processed:
             ``forward_raw`` is on) then the normalized record; for REJECTED exactly one DLQ
             record; for DROPPED none.
         reason: ``None`` for VALID, otherwise why.
-        device_id: The device id, when one was found and is valid.
+        device_id: The device id, when one was found and is valid (of the first reading, when
+            a message yields readings of several devices).
         detail: One short sentence explaining the reason (also in the ``dlq-detail`` header).
     """
 
@@ -85,8 +89,9 @@ class Processed:
 class InvalidMessageError(Exception):
     """Raised inside the pipeline when a message cannot become a reading; never escapes it."""
 
-    def __init__(self, reason: Reason, detail: str) -> None:
-        """Remember the reason and the one-sentence detail."""
+    def __init__(self, reason: Reason, detail: str, device_id: str | None = None) -> None:
+        """Remember the reason, the one-sentence detail and the device id when known."""
         super().__init__(detail)
         self.reason = reason
         self.detail = detail
+        self.device_id = device_id

@@ -15,6 +15,7 @@ from typing import Annotated, Literal
 from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
 from agent.pipeline._device import parse_template
+from agent.pipeline._text import MAX_NAME_BYTES, text_problem
 
 CanonicalField = Literal["metric", "value", "ts", "quality", "unit", "tags"]
 """Reading fields read from the payload; ``device_id`` comes from :class:`DeviceIdSettings`."""
@@ -136,6 +137,138 @@ class DeviceIdSettings(BaseModel):
         return self
 
 
+_PROFILE_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+_MAX_FILTER_BYTES = 65535
+
+
+def _profile_name(name: str) -> str:
+    if not _PROFILE_NAME.fullmatch(name):
+        raise ValueError(f"{name!r} is not a profile name; use 1 to 64 of [A-Za-z0-9_.-]")
+    return name
+
+
+def _topic_filter(text: str) -> str:
+    """An MQTT topic filter as MQTT 3.1.1 section 4.7 defines it (no shared-subscription prefix)."""
+    if not text or len(text.encode("utf-8")) > _MAX_FILTER_BYTES or "\x00" in text:
+        raise ValueError(f"{text!r} is not an MQTT topic filter: empty, too long or has NUL")
+    if text.startswith("$share/"):
+        raise ValueError(
+            f"{text!r} is a shared subscription; a profile matches the topic itself, so "
+            "leave out the '$share/<group>/' prefix"
+        )
+    levels = text.split("/")
+    for index, level in enumerate(levels):
+        if "#" in level and (level != "#" or index != len(levels) - 1):
+            raise ValueError(f"{text!r}: '#' must be a whole level and the last one")
+        if "+" in level and level != "+":
+            raise ValueError(f"{text!r}: '+' must be a whole level")
+    return text
+
+
+def _plain_name(text: str) -> str:
+    problem = text_problem(text, MAX_NAME_BYTES)
+    if problem is not None:
+        raise ValueError(f"{text!r} {problem}")
+    return text
+
+
+ProfileName = Annotated[str, AfterValidator(_profile_name)]
+TopicFilter = Annotated[str, AfterValidator(_topic_filter)]
+JsonPath = Annotated[str, AfterValidator(_json_path)]
+Name = Annotated[str, AfterValidator(_plain_name)]
+
+
+class _ProfileBase(BaseModel):
+    """What every profile has: a name, the topics it applies to and the device id source."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: ProfileName = Field(description="Names the profile in errors and in dry-run output.")
+    topic_filters: list[TopicFilter] = Field(
+        min_length=1,
+        description="MQTT topic filters ('+' one level, '#' the rest) this profile reads.",
+    )
+    device_id: DeviceIdSettings | None = Field(
+        default=None,
+        description="Where the device id comes from for these topics; default pipeline.device_id.",
+    )
+
+
+class JsonReadingProfile(_ProfileBase):
+    """JSON objects that each hold one reading, read with pipeline.field_map (today's format)."""
+
+    format: Literal["json_reading"] = Field(description="One reading per JSON object.")
+    arrays: bool = Field(
+        default=False,
+        description="Also accept a JSON array of such objects: one reading per element.",
+    )
+
+
+class JsonFieldsProfile(_ProfileBase):
+    """A JSON object whose fields are readings: metric = field path, value = field value."""
+
+    format: Literal["json_fields"] = Field(description="One reading per field of the object.")
+    arrays: bool = Field(
+        default=False,
+        description="Also accept a JSON array of such objects; each element is read alike.",
+    )
+    include: list[JsonPath] | None = Field(
+        default=None,
+        description=(
+            "Only these field paths are readings (dots address nested objects; an object takes "
+            "all its fields); null: every number, boolean and string field."
+        ),
+    )
+    exclude: list[JsonPath] = Field(
+        default_factory=list, description="Field paths (and objects) that are not readings."
+    )
+    ts_field: JsonPath | None = Field(
+        default="ts",
+        description=(
+            "Field path of the shared timestamp (absent in a message: missing_ts applies); "
+            "null: always the receive time."
+        ),
+    )
+    quality_field: JsonPath | None = Field(
+        default="quality", description="Field path of the shared quality (absent: 192)."
+    )
+    tags_field: JsonPath | None = Field(
+        default="tags", description="Field path of the shared tags object."
+    )
+    units: dict[JsonPath, Name] = Field(
+        default_factory=dict, description="Field path -> unit of that reading, e.g. {Power: W}."
+    )
+
+    @model_validator(mode="after")
+    def _distinct_shared(self) -> JsonFieldsProfile:
+        shared = [f for f in (self.ts_field, self.quality_field, self.tags_field) if f]
+        if len(set(shared)) != len(shared):
+            raise ValueError("ts_field, quality_field and tags_field must be different fields")
+        return self
+
+
+class ScalarProfile(_ProfileBase):
+    """A bare value as the whole payload (``21.5``, ``true``, ``OPEN``); the topic names it."""
+
+    format: Literal["scalar"] = Field(description="The payload is one bare value.")
+    value_type: Literal["auto", "number", "boolean", "string"] = Field(
+        default="auto",
+        description=(
+            "auto: a JSON number is a number, true/false a boolean, anything else a string. "
+            "number/boolean: anything else is wrong_type (boolean also takes on/off/1/0)."
+        ),
+    )
+    metric: Name | None = Field(
+        default=None, description="The metric, when the topic template has no {metric} level."
+    )
+    unit: Name | None = Field(default=None, description="Unit of the readings.")
+
+
+Profile = Annotated[
+    JsonReadingProfile | JsonFieldsProfile | ScalarProfile, Field(discriminator="format")
+]
+
+
 class PipelineSettings(BaseModel):
     """Edge validation and record building."""
 
@@ -226,6 +359,43 @@ class PipelineSettings(BaseModel):
         description="Longest tag name or tag value, in UTF-8 bytes.",
         json_schema_extra={"reload": "live"},
     )
+    schema_version: Literal[1, 2] = Field(
+        default=1,
+        description=(
+            "Canonical reading schema the records follow. 1: numeric values only, today's "
+            "records. 2: adds schema_version and value_type to every reading and accepts "
+            "boolean and string values; needed by profiles. See "
+            "docs/reference/reading-schema.md before switching consumers."
+        ),
+        json_schema_extra={"reload": "live"},
+    )
+    max_string_value_bytes: int = Field(
+        default=256,
+        ge=1,
+        le=65536,
+        description="Longest string value of a reading (schema_version 2), in UTF-8 bytes.",
+        json_schema_extra={"reload": "live"},
+    )
+    max_readings_per_message: int = Field(
+        default=256,
+        ge=1,
+        le=100_000,
+        description=(
+            "Most readings one MQTT message may yield (multi-field objects, arrays); a message "
+            "with more is rejected with invalid_value."
+        ),
+        json_schema_extra={"reload": "live"},
+    )
+    profiles: list[Profile] = Field(
+        default_factory=list,
+        description=(
+            "Payload profiles, tried in order: the first whose topic_filters match the "
+            "message's topic decides how its payload is read (json_reading, json_fields or "
+            "scalar). A topic no profile matches is read as one JSON reading, as without "
+            "profiles. Needs schema_version 2. See docs/how-to/map-payloads.md."
+        ),
+        json_schema_extra={"reload": "live"},
+    )
 
     @model_validator(mode="after")
     def _distinct_fields(self) -> PipelineSettings:
@@ -238,7 +408,40 @@ class PipelineSettings(BaseModel):
             )
         return self
 
+    @model_validator(mode="after")
+    def _valid_profiles(self) -> PipelineSettings:
+        if not self.profiles:
+            return self
+        if self.schema_version != 2:  # noqa: PLR2004
+            raise ValueError(
+                "profiles need schema_version 2 (typed values); set pipeline.schema_version: 2 "
+                "once your consumers read it (docs/reference/reading-schema.md)"
+            )
+        names = [profile.name for profile in self.profiles]
+        duplicates = sorted({name for name in names if names.count(name) > 1})
+        if duplicates:
+            raise ValueError(f"profile name(s) {duplicates} are used more than once")
+        for index, profile in enumerate(self.profiles):
+            if isinstance(profile, ScalarProfile):
+                _check_scalar(index, profile, profile.device_id or self.device_id)
+        return self
+
     @property
     def payload_fields(self) -> dict[CanonicalField, str]:
         """Every canonical field with the payload field it is read from."""
         return {name: self.field_map.get(name, name) for name in CANONICAL_FIELDS}
+
+
+def _check_scalar(index: int, profile: ScalarProfile, device_id: DeviceIdSettings) -> None:
+    """A bare value names neither device nor metric: the topic template (or ``metric``) must."""
+    where = f"profiles[{index}] ({profile.name!r})"
+    if device_id.topic_template is None:
+        raise ValueError(
+            f"{where} reads bare values, so the device id must come from the topic: set "
+            "device_id.topic_template in the profile or in pipeline.device_id"
+        )
+    if profile.metric is None and not parse_template(device_id.topic_template).has_metric:
+        raise ValueError(
+            f"{where} has no metric: put a '{{metric}}' level in its topic template or set "
+            "its metric"
+        )

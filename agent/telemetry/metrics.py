@@ -119,6 +119,8 @@ class RecordDropReason(enum.StrEnum):
     """The reading's quality was below ``min_quality`` and ``low_quality_action`` is ``drop``."""
     KAFKA_REJECTED = "kafka_rejected"
     """Kafka refused the record for good (for example larger than the broker allows)."""
+    NO_READINGS = "no_readings"
+    """The message's payload profile found no reading in it (counted in messages)."""
 
 
 SETTLED_OUTCOMES: Final = ("dlq", "dropped")
@@ -323,7 +325,8 @@ class Metrics:
         for ack_reason in AckSkipReason:
             self._acks_skipped.labels(reason=ack_reason.value)
         for reason in Reason:
-            self._rejected.labels(reason=reason.value)
+            if reason is not Reason.NO_READINGS:  # a drop reason only, never a DLQ one
+                self._rejected.labels(reason=reason.value)
         for drop_reason in RecordDropReason:
             self._dropped.labels(reason=drop_reason.value)
         for kind in TopicKind:
@@ -385,7 +388,7 @@ class Metrics:
 
         VALID counts ``records_valid_total``; REJECTED counts ``records_rejected_total{reason}``;
         DROPPED counts ``records_dropped_total{reason}`` (the pipeline only drops for
-        ``low_quality``).
+        ``low_quality`` and, with profiles, ``no_readings``).
         """
         if outcome is Outcome.VALID:
             self.valid(messages)

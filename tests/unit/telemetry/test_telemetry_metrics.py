@@ -46,7 +46,10 @@ EXPECTED_FAMILIES = {
 }
 
 CLOSED_SETS = {
-    "edge_agent_records_rejected_total": ("reason", {r.value for r in Reason}),
+    "edge_agent_records_rejected_total": (
+        "reason",
+        {r.value for r in Reason} - {"no_readings"},  # dropped, never dead-lettered
+    ),
     "edge_agent_records_dropped_total": ("reason", {r.value for r in RecordDropReason}),
     "edge_agent_records_forwarded_total": ("topic_kind", {k.value for k in TopicKind}),
     "edge_agent_config_reloads_total": ("result", {"applied", "rejected"}),
@@ -139,10 +142,11 @@ def test_metrics_unlabelled_counters_have_no_created_series():
 
 
 def test_metrics_drop_reasons_include_the_spool_reasons():
-    """The ``records_dropped_total`` reasons are the spool's plus low_quality and kafka_rejected."""
+    """records_dropped_total reasons: the spool's, low_quality, kafka_rejected, no_readings."""
     assert {r.value for r in RecordDropReason} == {r.value for r in SpoolDropReason} | {
         "low_quality",
         "kafka_rejected",
+        "no_readings",
     }
 
 
