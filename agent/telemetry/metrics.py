@@ -334,13 +334,13 @@ class Metrics:
         for outcome in SETTLED_OUTCOMES:
             for settle_reason in SettleReason:
                 self._settled.labels(outcome=outcome, reason=settle_reason.value)
+        self._preinitialise_control()
+
+    def _preinitialise_control(self) -> None:
         for result in ReloadResult:
             self._config_reloads.labels(result=result.value)
         for command_status in COMMAND_STATUSES:
             self._commands.labels(status=command_status)
-        self._preinitialise_lifecycle()
-
-    def _preinitialise_lifecycle(self) -> None:
         for event_kind in LIFECYCLE_KINDS:
             self._lifecycle.labels(kind=event_kind)
             self._lifecycle_suppressed.labels(kind=event_kind)
