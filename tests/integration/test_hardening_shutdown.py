@@ -50,8 +50,11 @@ async def test_hardening_sigterm_with_kafka_down_and_spool_full_exits_within_dra
             port=mosquitto.port,
             topic_prefix=agent.topic_prefix,
             devices=10,
-            messages_per_device=300,  # ~3.5 MB of records: ten times what the spool may hold
+            messages_per_device=300,
             rate_per_device_hz=0,
+            # Random padding: the spool compresses its blocks; these ~700 kB of records that
+            # do not compress are more than twice what it may hold.
+            incompressible_padding=True,
         )
     )
     await sim.run()
