@@ -29,6 +29,7 @@ import os
 import signal
 import sys
 import time
+import traceback
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -199,13 +200,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return commands[args.command](args)
     except _Failure as exc:
         if args.debug:
-            raise
+            traceback.print_exc()
         _say(str(exc))
         return exc.exit_code
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - the top of the program: one line, not a traceback
         if args.debug:
-            raise
-        _say(f"{_one_line(exc)} (run with --debug for the traceback)")
+            traceback.print_exc()
+            _say(_one_line(exc))
+        else:
+            _say(f"{_one_line(exc)} (run with --debug for the traceback)")
         return 1
 
 

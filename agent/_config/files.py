@@ -120,9 +120,8 @@ class _Checker:
             return
         if key_value is not None and key not in self.readable:
             return
-        if key_value is None and cert.startswith("kafka."):
-            self.problem(cert, (f"is ignored without {key}", f"set {key} to the certificate's key"))
-        elif (why := _not_cert_pair(cert_value, key_value)) is not None:
+        # Without a key the certificate's file holds it (the model requires both for Kafka).
+        if (why := _not_cert_pair(cert_value, key_value)) is not None:
             self.problem(cert, (why, f"give a PEM certificate and its unencrypted key ({key})"))
 
     def directory(self, path: str) -> None:
