@@ -195,9 +195,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return EX_USAGE
-    commands = {"run": _run, "check-config": _check_config, "simulate": _simulate}
     try:
-        return commands[args.command](args)
+        return _dispatch(args)
     except _Failure as exc:
         if args.debug:
             traceback.print_exc()
@@ -210,6 +209,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             _say(f"{_one_line(exc)} (run with --debug for the traceback)")
         return 1
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    """Run the command ``args`` names; its exit code."""
+    commands = {"run": _run, "check-config": _check_config, "simulate": _simulate}
+    return commands[args.command](args)
 
 
 def _say(line: str) -> None:
