@@ -48,7 +48,16 @@ from agent._config.problems import (
     Source,
     validation_problems,
 )
-from agent._config.schema import MASK, Reload, option_map, options, plain, show, value_at
+from agent._config.schema import (
+    MASK,
+    Reload,
+    env_name,
+    option_map,
+    options,
+    plain,
+    show,
+    value_at,
+)
 from agent._config.sources import (
     Override,
     Piece,
@@ -76,6 +85,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "MASK",
+    "REQUIRED_OPTIONS",
     "AgentSettings",
     "ConfigProblem",
     "InvalidConfigError",
@@ -93,6 +103,13 @@ __all__ = [
 ]
 
 _ModelT = TypeVar("_ModelT", bound=BaseModel)
+
+REQUIRED_OPTIONS: Mapping[str, str] = MappingProxyType(
+    {"kafka.bootstrap_servers": "the Kafka brokers, HOST:PORT[,HOST:PORT...]"}
+)
+"""Option path -> what to give: what a configuration the agent runs with must set (file,
+environment or flag), see ``required`` of :func:`load_config`. Without Kafka's address the agent
+would spool forever against the model's placeholder default."""
 
 _validating_merged: contextvars.ContextVar[bool] = contextvars.ContextVar(
     "edge_agent_validating_merged", default=False
@@ -223,13 +240,14 @@ class LoadedConfig:
         return self.sources.get(path, DEFAULT)
 
 
-def load_config(
+def load_config(  # noqa: PLR0913 - keyword-only options, each with a default
     path: Path | None = None,
     overrides: Mapping[str, Any] | Iterable[Override] | None = None,
     *,
     environ: Mapping[str, str] | None = None,
     text: str | None = None,
     origin: str | None = None,
+    required: Iterable[str] = (),
 ) -> LoadedConfig:
     """Load, merge and validate the configuration; report every problem at once.
 
@@ -242,6 +260,9 @@ def load_config(
         environ: The environment to read; default ``os.environ``.
         text: YAML text to use instead of ``path`` (e.g. a ConfigMap's ``agent.yaml``).
         origin: How ``text`` is named in messages, e.g. ``configmap:edge/edge-agent@123``.
+        required: Option paths some source must set (their model default is refused); the
+            agent passes :data:`REQUIRED_OPTIONS` for what it runs with (``run``,
+            ``check-config``, a reload), tests and tools building partial settings pass none.
 
     Raises:
         InvalidConfigError: Anything wrong; ``problems`` has one entry per problem, and the
@@ -274,6 +295,7 @@ def load_config(
         problems.extend(usability_problems(settings, merged.sources))
     finally:
         _validating_merged.reset(token)
+    problems.extend(_missing_required(required, merged.sources, merged.problems))
     if problems:
         # Raised outside the `except`: pydantic's error quotes every input value, secrets
         # included, and must not travel along as the cause.
@@ -329,6 +351,22 @@ def usability_problems(
             "is also one of pipeline.topics; give lifecycle events a topic of their own",
         )
     return problems
+
+
+def _missing_required(
+    required: Iterable[str], sources: Mapping[str, Source], earlier: Iterable[ConfigProblem]
+) -> list[ConfigProblem]:
+    """A problem for every required option no source gave (nor tried to give)."""
+    tried = {problem.path for problem in earlier}
+    return [
+        ConfigProblem(
+            f"is required and not set: give {REQUIRED_OPTIONS.get(path, 'a value')}",
+            path=path,
+            hint=f"set it in the configuration file, in {env_name(path)} or with --set {path}=...",
+        )
+        for path in required
+        if path not in sources and path not in tried
+    ]
 
 
 def load_settings(

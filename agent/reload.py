@@ -29,7 +29,7 @@ import logging
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Final, Protocol
 
-from agent.config import config_hash, diff_settings, load_config, merge_live
+from agent.config import REQUIRED_OPTIONS, config_hash, diff_settings, load_config, merge_live
 from agent.errors import AgentError, ConfigError
 from agent.lifecycle import events as ev
 
@@ -118,7 +118,9 @@ class Reloader:
         async with self._lock:
             content_hash = hashlib.sha256(text.encode()).hexdigest()[:16]
             try:
-                new = load_config(text=text, origin=source, overrides=self._overrides).settings
+                new = load_config(
+                    text=text, origin=source, overrides=self._overrides, required=REQUIRED_OPTIONS
+                ).settings
             except ConfigError as exc:
                 self._reject(source, content_hash, str(exc))
                 return False

@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import logging
 import re
+import socket
 import subprocess
 import sys
 import tempfile
@@ -35,6 +36,18 @@ TOPICS = ("iot.telemetry.normalized", "iot.telemetry.raw", "iot.dlq")
 
 def say(text: str) -> None:
     print(f"[demo] {text}", flush=True)
+
+
+def metrics_port(preferred: int = 9810) -> int:
+    """The agent's usual metrics port when it is free here, else any free loopback port."""
+    for port in (preferred, 0):
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return int(probe.getsockname()[1])
+    raise OSError("no free TCP port on 127.0.0.1")
 
 
 class Tally:
@@ -124,6 +137,7 @@ async def main() -> int:
             "pipeline": {"device_id": {"topic_template": "plant/{site}/{device_id}/{metric}"},
                          "forward_raw": True},
             "spool": {"directory": str(work / "spool")},
+            "http": {"listen_host": "127.0.0.1", "port": metrics_port()},
         }  # fmt: skip
         (work / "agent.yaml").write_text(yaml.safe_dump(config))
         log = work / "agent.log"
@@ -138,6 +152,7 @@ async def main() -> int:
                 return 1
             await asyncio.sleep(0.1)
         say(f"agent running (pid {agent.pid}), config {work / 'agent.yaml'}, log {log}")
+        say(f"metrics at http://127.0.0.1:{config['http']['port']}/metrics")
         sim = Simulator(
             SimulationSettings(
                 port=mosquitto.port,

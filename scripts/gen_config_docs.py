@@ -30,7 +30,7 @@ from pydantic import AwareDatetime, BaseModel, SecretStr, TypeAdapter
 
 from agent._config.render import flow
 from agent._config.schema import Option, options, section_model
-from agent.config import AgentSettings, InvalidConfigError, load_config
+from agent.config import REQUIRED_OPTIONS, AgentSettings, InvalidConfigError, load_config
 
 if TYPE_CHECKING:
     from pydantic.fields import FieldInfo
@@ -60,9 +60,15 @@ INTRO = """\
 
 Every option of the agent, with its type, default, environment variable, and whether a change
 applies live or needs a restart. Check a configuration with
-`edge-agent check-config /etc/edge-agent/agent.yaml`: it prints the effective configuration with
-secrets masked and, for every value that is not the default, where it came from; exit status 0
-when it is valid, 78 (`EX_CONFIG`) with one line per problem when it is not.
+`edge-agent check-config --config /etc/edge-agent/agent.yaml`: it prints the effective
+configuration with secrets masked and, for every value that is not the default, where it came
+from (`--quiet`: nothing); exit status 0 when it is valid, 78 (`EX_CONFIG`) with one line per
+problem when it is not, 66 (`EX_NOINPUT`) when a file it names is missing, unreadable or not a
+usable certificate or key (`--no-check-files` skips that, e.g. in CI). Every exit status of the
+command line: [cli](cli.md).
+
+One option has no default and must be given: `kafka.bootstrap_servers`. Without it the agent
+refuses to start (78) instead of spooling forever against a Kafka that is not there.
 
 ## Sources and precedence
 
@@ -75,8 +81,11 @@ Lowest to highest; a higher source wins option by option:
    e.g. `EDGE_AGENT_KAFKA__LINGER_MS=20`. Lists and mappings are JSON, e.g.
    `EDGE_AGENT_MQTT__SUBSCRIPTIONS='["plant/#", "lab/#"]'`. A variable for a whole section takes
    a JSON object (`EDGE_AGENT_KAFKA='{"linger_ms": 20}'`); variables for single options win over
-   it. Variables Kubernetes adds for Services (`EDGE_AGENT_SERVICE_HOST`,
-   `EDGE_AGENT_PORT_9810_TCP`, ...) are ignored;
+   it. An `EDGE_AGENT_*` variable that names no option is refused with the closest valid name
+   (`EDGE_AGENT_MQTT_PORT`: did you mean `EDGE_AGENT_MQTT__PORT`?), except those Kubernetes adds
+   for a Service named `edge-agent[-...]`: `..._SERVICE_HOST`, `..._SERVICE_PORT[_NAME]`,
+   `..._PORT_<port>_TCP[_PROTO|_PORT|_ADDR]`, and `..._PORT` when its value is a URL such as
+   `tcp://10.0.0.7:9810`;
 4. **command-line flags**: `--set PATH=VALUE`, repeatable, with VALUE read as YAML exactly as if
    written in the file (`--set kafka.linger_ms=20`, `--set 'mqtt.subscriptions=[a/#, b/#]'`,
    `--set 'gateway_id="007"'` for a string that looks like a number), and the shortcuts
@@ -194,6 +203,8 @@ def unit(name: str) -> str | None:
 def default_text(option: Option) -> str:
     """The default as written in the file, with a readable size or duration."""
     field = option.field
+    if option.path in REQUIRED_OPTIONS:
+        return "none: required"
     if field.default_factory is socket.gethostname:
         return "the host name"
     value = field.get_default(call_default_factory=True)

@@ -45,12 +45,25 @@ if TYPE_CHECKING:
 _MERGE_TAG = "tag:yaml.org,2002:merge"
 _PATH = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*")
 # Variables Kubernetes injects for every Service in the namespace ("service links"): a Service
-# named edge-agent[-...] yields EDGE_AGENT_SERVICE_HOST, EDGE_AGENT_PORT_9810_TCP_ADDR, ...
-# They are not options and must not stop the agent.
+# named edge-agent[-...] yields EDGE_AGENT_SERVICE_HOST=10.0.0.7, EDGE_AGENT_SERVICE_PORT=9810,
+# EDGE_AGENT_SERVICE_PORT_<NAME>=9810, EDGE_AGENT_PORT=tcp://10.0.0.7:9810 and
+# EDGE_AGENT_PORT_9810_TCP[_PROTO|_PORT|_ADDR]. They are not options and must not stop the agent.
+# A bare ..._PORT is one only when its value is a URL like Kubernetes writes: EDGE_AGENT_MQTT_PORT
+# =8883 is a misspelt EDGE_AGENT_MQTT__PORT, not the link of a Service named edge-agent-mqtt.
 _SERVICE_LINK = re.compile(
     r"EDGE_AGENT_(?:[A-Z0-9_]+_)?"
-    r"(?:SERVICE_HOST|SERVICE_PORT(?:_[A-Z0-9_]+)?|PORT(?:_\d+_(?:TCP|UDP|SCTP)(?:_(?:PROTO|PORT|ADDR))?)?)"
+    r"(?:SERVICE_HOST|SERVICE_PORT(?:_[A-Z0-9_]+)?|PORT_\d+_(?:TCP|UDP|SCTP)(?:_(?:PROTO|PORT|ADDR))?)"
 )
+_SERVICE_LINK_URL = re.compile(r"EDGE_AGENT_(?:[A-Z0-9_]+_)?PORT")
+_SERVICE_URL_VALUE = re.compile(r"(?:tcp|udp|sctp)://\S+", re.IGNORECASE)
+
+
+def is_service_link(name: str, value: str) -> bool:
+    """Whether an ``EDGE_AGENT_*`` variable looks like one Kubernetes adds for a Service."""
+    upper = name.upper()
+    if _SERVICE_LINK.fullmatch(upper):
+        return True
+    return bool(_SERVICE_LINK_URL.fullmatch(upper) and _SERVICE_URL_VALUE.fullmatch(value))
 
 
 @dataclass(frozen=True, slots=True)
@@ -287,7 +300,7 @@ def env_pieces(
             problems.append(_bad_json(path, source, exc))
             continue
         if not data:
-            if not _SERVICE_LINK.fullmatch(name.upper()):
+            if not is_service_link(name, environ[name]):
                 problems.append(unknown_env_var(settings_cls, name))
             continue
         pieces.append(Piece(_coerce_literals(settings_cls, data), source, own_path=path))

@@ -30,8 +30,12 @@ class HttpSettings(BaseModel):
         json_schema_extra={"reload": "restart"},
     )
     listen_host: Annotated[str, AfterValidator(_listen_host)] = Field(
-        default="0.0.0.0",  # noqa: S104 - probes and scrapers reach the pod IP
-        description="Address to listen on; 127.0.0.1 keeps it local to the gateway.",
+        default="127.0.0.1",
+        description=(
+            "Address to listen on. The default keeps the unauthenticated endpoint on the "
+            "gateway itself; 0.0.0.0 (every interface, what the Helm chart sets so probes and "
+            "Prometheus reach the pod IP) or :: (IPv6) to be scraped from the network."
+        ),
         json_schema_extra={"reload": "restart"},
     )
     port: int = Field(

@@ -227,8 +227,8 @@ async def test_agent_start_with_a_damaged_spool_raises_permanent_error(start, mo
         await running.task
 
 
-def test_cli_run_exits_1_with_one_line_when_the_spool_is_damaged(tmp_path, monkeypatch, caplog):
-    """`edge-agent run` turns a PermanentError into exit 1 and one ERROR line, no traceback."""
+def test_cli_run_exits_1_with_one_line_when_the_spool_is_damaged(tmp_path, monkeypatch, capsys):
+    """`edge-agent run` turns a PermanentError into exit 1 and one line on stderr, no traceback."""
 
     async def damaged(_self: Spool) -> None:
         raise PermanentError("The spool database is damaged; move it aside.")
@@ -238,15 +238,16 @@ def test_cli_run_exits_1_with_one_line_when_the_spool_is_damaged(tmp_path, monke
     config = tmp_path / "agent.yaml"
     config.write_text(
         yaml.safe_dump(
-            {"gateway_id": GATEWAY, "http": {"enabled": False}, "spool": {"directory": "s"}}
+            {
+                "gateway_id": GATEWAY,
+                "http": {"enabled": False},
+                "spool": {"directory": str(tmp_path / "s")},
+                "kafka": {"bootstrap_servers": "kafka.test:9092"},
+            }
         )
     )
-    with caplog.at_level(logging.ERROR):
-        assert main(["run", "--config", str(config)]) == 1
-    (line,) = [r for r in caplog.records if r.levelno >= logging.ERROR]
-    assert line.getMessage() == "The agent cannot run; see the error."
-    assert "damaged" in line.__dict__["error"]
-    assert line.exc_info is None
+    assert main(["run", "--config", str(config)]) == 1
+    assert capsys.readouterr().err == "edge-agent: The spool database is damaged; move it aside.\n"
 
 
 @pytest.mark.parametrize("gateway_id", ["gw\x01x", "gw\x00", "gw\u200bx", " gw", "gw\n"])

@@ -15,6 +15,14 @@ from agent.cli import EX_CONFIG, main
 
 ROOT = Path(__file__).resolve().parents[3]
 FILE_FIXTURE = "mqtt:\n  host: broker.local\nkafka:\n  linger_ms: 50\n"
+KAFKA_ENV = {"EDGE_AGENT_KAFKA__BOOTSTRAP_SERVERS": "kafka.test:9092"}
+
+
+@pytest.fixture(autouse=True)
+def kafka_from_env(clean_environment, monkeypatch):  # noqa: ARG001 - runs after the clean-up
+    """Kafka's address, which every configuration needs, comes from the environment here."""
+    for name, value in KAFKA_ENV.items():
+        monkeypatch.setenv(name, value)
 
 
 def check(capsys, *args):
@@ -29,7 +37,7 @@ def check_subprocess(*args, env=None):
     clean = {k: v for k, v in os.environ.items() if not k.upper().startswith("EDGE_AGENT_")}
     return subprocess.run(
         [sys.executable, "-m", "agent", "check-config", *[str(a) for a in args]],
-        env={**clean, **(env or {})},
+        env={**clean, **KAFKA_ENV, **(env or {})},
         capture_output=True,
         text=True,
         check=False,
@@ -74,10 +82,12 @@ def test_check_config_without_file_uses_env_and_defaults(capsys):
 
 
 def test_check_config_empty_file_means_defaults(capsys, write_config):
-    """An empty file is valid: every option at its default, no source comments."""
+    """An empty file is valid: every option at its default, no source comments but Kafka's."""
     code, out, _ = check(capsys, write_config(""))
     assert code == 0
-    assert not [line for line in out.splitlines() if "  # from " in line]
+    assert [line for line in out.splitlines() if "  # from " in line] == [
+        "  bootstrap_servers: 'kafka.test:9092'  # from env EDGE_AGENT_KAFKA__BOOTSTRAP_SERVERS"
+    ]
 
 
 def test_check_config_json_format_reports_config_and_sources(capsys, write_config):
@@ -90,6 +100,7 @@ def test_check_config_json_format_reports_config_and_sources(capsys, write_confi
     assert document["config"]["kafka"]["linger_ms"] == 50
     assert document["sources"] == {
         "mqtt.host": f"file {path}, line 2",
+        "kafka.bootstrap_servers": "env EDGE_AGENT_KAFKA__BOOTSTRAP_SERVERS",
         "kafka.linger_ms": f"file {path}, line 4",
     }
     assert len(document["config_hash"]) == 64

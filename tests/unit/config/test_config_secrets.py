@@ -21,6 +21,7 @@ mqtt:
   username: edge
   password: {MQTT_SECRET}
 kafka:
+  bootstrap_servers: kafka.test:9093
   security_protocol: SASL_SSL
   sasl_mechanism: PLAIN
   sasl_username: edge

@@ -10,7 +10,11 @@ from agent.lifecycle.settings import LifecycleSettings
 from agent.reload import Reloader
 from agent.telemetry import Metrics
 
-BASE = {"gateway_id": "gw", "spool": {"directory": "unused-spool"}}
+BASE = {
+    "gateway_id": "gw",
+    "spool": {"directory": "unused-spool"},
+    "kafka": {"bootstrap_servers": "kafka.test:9092"},  # every configuration names Kafka
+}
 
 
 class FakeAgent:

@@ -426,7 +426,9 @@ def test_helm_chart_rendered_config_passes_check_config(values_file, check_confi
     manifests = render(values_file)
     values = values_of(values_file)
     config_maps = agent_config_maps(manifests)
-    config = yaml.safe_load(config_maps[0]["data"]["agent.yaml"]) if config_maps else {}
+    # configMap.existingName: the operator's ConfigMap names Kafka (the agent requires it).
+    existing = {"kafka": {"bootstrap_servers": "kafka.example.net:9092"}}
+    config = yaml.safe_load(config_maps[0]["data"]["agent.yaml"]) if config_maps else existing
     downward = {
         "spec.nodeName": "node-1",
         "metadata.namespace": NAMESPACE,

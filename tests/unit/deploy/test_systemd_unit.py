@@ -122,7 +122,7 @@ def test_systemd_unit_runs_agent_as_notify_service_with_watchdog():
     assert unit["Type"] == ["notify"]
     assert unit["NotifyAccess"] == ["main"]
     assert unit["WatchdogSec"] == ["30"]
-    check = f"{INSTALLED} check-config {CONFIG}"
+    check = f"{INSTALLED} check-config --quiet --config {CONFIG}"
     assert unit["ExecStartPre"] == [check]
     assert unit["ExecStart"] == [f"{INSTALLED} run --config {CONFIG}"]
     assert unit["ExecReload"] == [check, "/bin/kill -HUP $MAINPID"]
