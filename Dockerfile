@@ -38,16 +38,20 @@ RUN groupadd --system --gid 10001 edge-agent \
 COPY --from=build /opt/edge-agent /opt/edge-agent
 
 # Bytecode was compiled at install; the root filesystem may be read-only at run time.
+# The agent's HTTP endpoint listens on 127.0.0.1 by default (a bare gateway should not expose
+# it); inside a container that would be unreachable from `-p 9810:9810`, so the image listens
+# on all the container's addresses. Only the ports you publish are reachable from outside.
 ENV PATH=/opt/edge-agent/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
-    PYTHONUNBUFFERED=1
+    PYTHONUNBUFFERED=1 \
+    EDGE_AGENT_HTTP__LISTEN_HOST=0.0.0.0
 
 USER 10001:10001
 WORKDIR /var/lib/edge-agent
 # The spool (spool.directory defaults to /var/lib/edge-agent/spool): mount a volume here, or
 # everything not yet in Kafka is lost with the container.
 VOLUME /var/lib/edge-agent
-# /metrics, /healthz, /readyz
+# /metrics, /healthz, /readyz, /status
 EXPOSE 9810
 
 # Docker and Podman only (Kubernetes uses the chart's probes). No curl in a slim image: Python.
