@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,6 +27,7 @@ from kubernetes.dynamic import DynamicClient
 from kubernetes.dynamic.exceptions import NotFoundError
 
 from tests.infra import KubeApiServer
+from tests.support.wait import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "helm" / "edge-agent"
@@ -132,15 +131,6 @@ class Cluster:
         return self.kube.api_client(request.status.token)
 
 
-def wait_until(condition: Callable[[], bool], what: str) -> None:
-    """Poll ``condition`` until true; fail after DEADLINE_SECS naming ``what``."""
-    deadline = time.monotonic() + DEADLINE_SECS
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for {what}")
-        time.sleep(0.05)
-
-
 def _kubeconfig(kube: KubeApiServer) -> dict[str, Any]:
     return {
         "apiVersion": "v1",
@@ -202,7 +192,7 @@ def monitoring_crds(kube_apiserver: KubeApiServer) -> None:
                 return False
         return True
 
-    wait_until(established, "the monitoring CRDs to be established")
+    wait_until(established, DEADLINE_SECS, "the monitoring CRDs to be established")
 
 
 # ---------------------------------------------------------------- install
@@ -268,7 +258,11 @@ def test_helm_api_mode_service_account_reads_only_its_configmap(cluster: Cluster
         cluster.namespace, {"metadata": {"name": "other"}, "data": {"k": "v"}}
     )
     # The RBAC authorizer reads roles from its informers' caches: wait for the grant.
-    wait_until(lambda: cluster.can("watch", "configmaps", FULLNAME), "the Role to take effect")
+    wait_until(
+        lambda: cluster.can("watch", "configmaps", FULLNAME),
+        DEADLINE_SECS,
+        "the Role to take effect",
+    )
     for verb in ("get", "list", "watch"):
         assert cluster.can(verb, "configmaps", FULLNAME), verb
         assert not cluster.can(verb, "configmaps", "other"), verb

@@ -10,6 +10,14 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
 
+def wait_until(cond: Callable[[], bool], timeout_s: float, what: str) -> None:
+    """:func:`wait_for` for synchronous tests: poll ``cond`` every 50 ms until it holds."""
+    deadline = time.monotonic() + timeout_s
+    while not cond():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
 async def wait_for(cond: Callable[[], bool], timeout_s: float, what: str) -> None:
     """Poll ``cond`` every 50 ms until it holds; fail naming ``what`` after ``timeout_s``."""
     deadline = time.monotonic() + timeout_s

@@ -7,9 +7,9 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 from agent.telemetry.settings import HttpSettings
+from tests.support.wait import wait_until
 from tests.unit.cli.conftest import KAFKA, ROOT
 
 
@@ -29,11 +29,12 @@ def test_run_logs_one_start_line_with_version_source_and_endpoints(config_file, 
             stdout=out, stderr=subprocess.STDOUT, env=clean, cwd=ROOT,
         )  # fmt: skip
     try:
-        deadline = time.monotonic() + 30
-        while "Agent started." not in log.read_text():
+
+        def started() -> bool:
             assert proc.poll() is None, log.read_text()
-            assert time.monotonic() < deadline, log.read_text()
-            time.sleep(0.05)
+            return "Agent started." in log.read_text()
+
+        wait_until(started, 30, "the agent's start")
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(30)
