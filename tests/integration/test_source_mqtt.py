@@ -307,7 +307,15 @@ async def test_source_mqtt_messages_in_hand_stay_bounded_past_the_brokers_window
                 group = [await run.queue.get()]
                 while not run.queue.empty() and len(group) < 25:
                     group.append(run.queue.get_nowait())
-                await asyncio.sleep(0.005)  # a spool commit
+                # A slow spool commit: acknowledge only once the broker has filled the window
+                # (or sent everything), so it has every chance to run ahead of it.
+                await wait_until(
+                    lambda: (
+                        (s := run.source.stats()).received - s.acked >= window
+                        or s.received >= len(sent)
+                    ),
+                    "the broker to fill the window",
+                )
                 run.source.ack(group)
                 got.extend(group)
                 stats = run.source.stats()
