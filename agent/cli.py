@@ -34,11 +34,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from agent import __version__, dryrun, ops
+from agent._config.flags import add_config_flags, overrides
 
 if TYPE_CHECKING:
     from collections.abc import Coroutine, Sequence
 
-    from agent.config import AgentSettings, LoadedConfig, Override
+    from agent.config import AgentSettings, LoadedConfig
 
 EX_USAGE = 2
 EX_NOINPUT = 66
@@ -87,7 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     run.add_argument("--config", type=Path, metavar="FILE", help="YAML configuration file")
-    _add_config_flags(run)
+    add_config_flags(run)
 
     check = sub.add_parser(
         "check-config",
@@ -110,7 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help="the same as --config FILE (kept for existing scripts)",
     )
-    _add_config_flags(check)
+    add_config_flags(check)
     check.add_argument(
         "--format",
         choices=["yaml", "json"],
@@ -152,37 +153,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 _DEBUG_HELP = "show the traceback of a failure (default: one line saying what failed)"
-
-
-def _add_config_flags(parser: argparse.ArgumentParser) -> None:
-    """The flags that set options; they win over the file and the environment."""
-    parser.add_argument(
-        "--set",
-        dest="set_options",
-        action="append",
-        default=[],
-        type=_set_flag,
-        metavar="PATH=VALUE",
-        help=(
-            "set an option, e.g. --set kafka.linger_ms=20 or --set 'mqtt.subscriptions=[a/#]'; "
-            "VALUE is read as YAML, as in the file; repeatable, the last one wins"
-        ),
-    )
-    parser.add_argument("--gateway-id", help="set gateway_id (wins over --set)")
-    parser.add_argument(
-        "--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="set log_level"
-    )
-    parser.add_argument("--log-format", choices=["json", "text"], help="set log_format")
-
-
-def _set_flag(text: str) -> str:
-    from agent._config.sources import split_set_flag  # noqa: PLC0415 - keep `--help` fast
-
-    try:
-        split_set_flag(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-    return text
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -242,28 +212,6 @@ def _one_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
-def _overrides(args: argparse.Namespace) -> list[Override]:
-    """--set flags in order, then the shortcuts (which therefore win).
-
-    Raises:
-        InvalidConfigError: A --set VALUE is not YAML.
-    """
-    from agent.config import Override  # noqa: PLC0415
-
-    overrides = [Override.parse(text) for text in args.set_options]
-    shortcuts = {
-        "gateway_id": ("--gateway-id", args.gateway_id),
-        "log_level": ("--log-level", args.log_level),
-        "log_format": ("--log-format", args.log_format),
-    }
-    overrides.extend(
-        Override(path, value, flag)
-        for path, (flag, value) in shortcuts.items()
-        if value is not None
-    )
-    return overrides
-
-
 def _config_path(args: argparse.Namespace) -> Path | None:
     """``--config FILE``, or check-config's positional FILE.
 
@@ -285,7 +233,7 @@ def _load(args: argparse.Namespace, *, json_errors: bool = False) -> LoadedConfi
     from agent.config import REQUIRED_OPTIONS, InvalidConfigError, load_config  # noqa: PLC0415
 
     try:
-        return load_config(_config_path(args), _overrides(args), required=REQUIRED_OPTIONS)
+        return load_config(_config_path(args), overrides(args), required=REQUIRED_OPTIONS)
     except InvalidConfigError as exc:
         if json_errors:
             from agent._config.render import render_problems_json  # noqa: PLC0415
@@ -316,7 +264,7 @@ def _run(args: argparse.Namespace) -> int:
 
     async def main_task() -> int:
         shutdown = asyncio.Event()
-        agent = Agent(settings, config_path=args.config, overrides=_overrides(args))
+        agent = Agent(settings, config_path=args.config, overrides=overrides(args))
         _install_signal_handlers(shutdown)
         # SIGHUP: re-read the file; a bad one is rejected and the running config kept.
         asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, agent.request_reload)

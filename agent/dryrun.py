@@ -3,14 +3,15 @@ r"""``edge-agent dry-run``: what the agent would produce for one MQTT message, w
 Usage::
 
     edge-agent dry-run --topic zigbee2mqtt/kitchen --payload '{"temperature":21.5}' \
-        --config /etc/edge-agent/config.yaml [--format json]
+        --config /etc/edge-agent/config.yaml [--set PATH=VALUE ...] [--format json]
 
 The message goes through exactly what ingest runs: the payload limit the MQTT source applies
 (a payload over ``pipeline.max_payload_bytes`` is cut as on receipt), the last-will check, and
 :meth:`agent.pipeline.Pipeline.process` built from the configuration (file, ``EDGE_AGENT_``
-environment). It prints the profile that reads the topic, the outcome, and every record with
-its Kafka topic, key, timestamp, headers and value, or the DLQ reason and detail. Nothing is
-sent or written.
+environment, and ``--set``/``--gateway-id`` flags as for ``run``, so a profile can be tried
+before it is written into the file). It prints the profile that reads the topic, the outcome,
+and every record with its Kafka topic, key, timestamp, headers and value, or the DLQ reason and
+detail. Nothing is sent or written.
 
 The message id is fixed (``--message-id``, 32 zeros by default) and the receive time is now
 (``--received-at-ms``), so two runs print the same ids. Operators use it to write profiles; the
@@ -29,6 +30,8 @@ import time
 from hashlib import sha256
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
+
+from agent._config.flags import add_config_flags, overrides
 
 if TYPE_CHECKING:
     from agent.config import AgentSettings
@@ -63,6 +66,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         help="read the payload bytes from FILE (- = stdin)",
     )
     parser.add_argument("--config", type=Path, metavar="FILE", help="YAML configuration file")
+    add_config_flags(parser)
     parser.add_argument("--format", choices=["text", "json"], default="text", help="output format")
     parser.add_argument(
         "--message-id",
@@ -93,7 +97,7 @@ def run(args: argparse.Namespace) -> int:
     from agent.config import InvalidConfigError, load_config  # noqa: PLC0415 - slow import
 
     try:
-        settings = load_config(args.config).settings
+        settings = load_config(args.config, overrides(args)).settings
     except InvalidConfigError as exc:
         for problem in exc.problems:
             print(f"edge-agent: {problem}", file=sys.stderr)  # noqa: T201

@@ -146,3 +146,44 @@ def test_dryrun_requires_a_topic_and_one_payload():
     assert dry_run("--payload", "1").returncode == 2
     assert dry_run("--topic", "x").returncode == 2
     assert dry_run("--topic", "x", "--payload", "1", "--payload-file", "f").returncode == 2
+
+
+def test_dryrun_set_flags_try_a_profile_without_a_file():
+    """--set builds the configuration on the command line, as for `run`: a profile can be tried
+    before it is written into the file, and --gateway-id wins over --set gateway_id."""
+    result = dry_run(
+        "--topic",
+        "tele/plug-7/SENSOR",
+        "--payload",
+        '{"ENERGY": {"Power": 12.5}}',
+        "--set",
+        "pipeline.schema_version=2",
+        "--set",
+        "pipeline.profiles=[{name: tasmota, format: json_fields, topic_filters: ['tele/+/SENSOR'],"
+        " device_id: {topic_template: 'tele/{device_id}/SENSOR'}}]",
+        "--set",
+        "gateway_id=gw-set",
+        "--gateway-id",
+        "gw-flag",
+        "--format",
+        "json",
+    )
+    assert result.returncode == 0, result.stderr
+    out = as_json(result)
+    assert out["profile"] == "tasmota"
+    (record,) = out["records"]
+    reading = json.loads(record["value"])
+    assert (reading["device_id"], reading["metric"], reading["value"]) == (
+        "plug-7",
+        "ENERGY.Power",
+        12.5,
+    )
+    assert record["headers"]["gateway-id"] == "gw-flag"
+
+
+def test_dryrun_bad_set_value_exits_78_naming_the_flag():
+    """A --set that makes the configuration invalid is reported with the flag and exit 78."""
+    result = dry_run("--topic", "x", "--payload", "1", "--set", "pipeline.schema_version=7")
+    assert result.returncode == 78
+    assert b"--set pipeline.schema_version" in result.stderr
+    assert dry_run("--topic", "x", "--payload", "1", "--set", "no-equals-sign").returncode == 2
