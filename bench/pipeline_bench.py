@@ -7,7 +7,8 @@ Prints microseconds per message (and per reading for messages that yield several
   three tags, padding), processed repeatedly; the best of five rounds is reported.
 * Payload profiles (schema version 2): the default reader with typed values, a Zigbee2MQTT
   multi-field object (4 readings), a Tasmota nested object (6 readings), a Node-RED array of
-  10 readings, a bare value; microseconds per message and per reading.
+  10 readings, a bare value, an InfluxDB line with 4 fields; microseconds per message and per
+  reading.
 * ``ReceivedMessage`` construction, as the MQTT source builds one per PUBLISH (with its fresh
   message id).
 * ``ingest``: the whole group-commit loop (:class:`agent.ingest.Ingest`) over a pre-filled
@@ -122,6 +123,12 @@ PROFILES = [  # as in tests/fixtures/device_payloads.py
         "topic_filters": ["plant/+/+/+"],
         "device_id": {"topic_template": "plant/{site}/{device_id}/{metric}"},
     },
+    {
+        "name": "telegraf",
+        "format": "influx_line",
+        "topic_filters": ["telegraf/#"],
+        "device_tag": "host",
+    },
 ]
 TASMOTA = (
     b'{"Time":"2024-01-01T12:00:00","ENERGY":{"TotalStartTime":"2023-12-01T00:00:00",'
@@ -159,6 +166,14 @@ def _profiles(count: int) -> None:
             ).encode(),
         ),
         ("scalar bare number", "plant/berlin/press-7/temperature", b"21.5"),
+        (
+            "influx_line (1 line, 4 fields)",
+            "telegraf/gw-1",
+            (
+                b"modbus,host=plc-4,line=3 temperature=71.25,pressure=4.5,running=t,count=12i "
+                b"1699999999000000000"
+            ),
+        ),
     ]
     for name, topic, payload in cases:
         _run(name, profiled, ReceivedMessage(topic, payload, 1, False, now), count)  # noqa: FBT003

@@ -19,6 +19,8 @@ Readers (all build schema version 2 readings, :mod:`agent.pipeline._typed`):
   null is skipped: devices often send partial updates.
 * :class:`ScalarReader` (``scalar``): the whole payload is one bare value; device id and metric
   come from the topic template, the timestamp is the receive time, the quality 192.
+* :class:`~agent.pipeline._influx.InfluxLineReader` (``influx_line``): InfluxDB line protocol,
+  every field of every line a reading (:mod:`agent.pipeline._influx`).
 
 Arrays: the message is read whole or not at all. A bad element rejects the message (the detail
 names the element's index); the readings of a message come out in payload order.
@@ -35,6 +37,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from agent.pipeline._cache import TopicCache
 from agent.pipeline._device import DeviceIdResolver, TopicFields, parse_template
+from agent.pipeline._influx import InfluxLineReader
 from agent.pipeline._reading import QUALITY_GOOD, _name, _plain
 from agent.pipeline._result import InvalidMessageError, Reason
 from agent.pipeline._text import MAX_NAME_BYTES, json_type, quote
@@ -49,6 +52,7 @@ from agent.pipeline._typed import (
 )
 from agent.pipeline.settings import (
     DeviceIdSettings,
+    InfluxLineProfile,
     JsonFieldsProfile,
     JsonReadingProfile,
     ScalarProfile,
@@ -153,6 +157,8 @@ def _reader(
         return JsonReadingReader(profile.name, settings, device_id, decode, arrays=profile.arrays)
     if isinstance(profile, JsonFieldsProfile):
         return JsonFieldsReader(profile, settings, device_id, decode)
+    if isinstance(profile, InfluxLineProfile):
+        return InfluxLineReader(profile, settings, device_id)
     return ScalarReader(profile, settings, device_id)
 
 

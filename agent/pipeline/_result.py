@@ -60,6 +60,8 @@ class Reason(StrEnum):
     NO_READINGS = "no_readings"
     """The message's profile found no reading in it (an empty array, an object without a
     readable field); the message is dropped and counted."""
+    BAD_LINE_PROTOCOL = "bad_line_protocol"
+    """An ``influx_line`` payload has a line the InfluxDB line protocol does not allow."""
     INTERNAL_ERROR = "internal_error"
     """A bug in the pipeline; the message is kept in the DLQ rather than lost."""
 

@@ -264,8 +264,32 @@ class ScalarProfile(_ProfileBase):
     unit: Name | None = Field(default=None, description="Unit of the readings.")
 
 
+class InfluxLineProfile(_ProfileBase):
+    """InfluxDB line protocol (Telegraf's MQTT output, many gateways): each field a reading."""
+
+    format: Literal["influx_line"] = Field(
+        description="One reading per field of every line of the payload."
+    )
+    device_tag: Name | None = Field(
+        default=None,
+        description=(
+            "Tag holding the device id (e.g. host or device); taken out of the reading's tags. "
+            "A line without it (or null here) takes the device id from the topic template."
+        ),
+    )
+    metric_name: Literal["measurement_field", "field"] = Field(
+        default="measurement_field",
+        description="measurement_field: metric 'cpu.usage_idle'; field: metric 'usage_idle'.",
+    )
+    precision: Literal["ns", "us", "ms", "s"] = Field(
+        default="ns",
+        description="Unit of the line timestamps (the protocol's default is ns).",
+    )
+
+
 Profile = Annotated[
-    JsonReadingProfile | JsonFieldsProfile | ScalarProfile, Field(discriminator="format")
+    JsonReadingProfile | JsonFieldsProfile | ScalarProfile | InfluxLineProfile,
+    Field(discriminator="format"),
 ]
 
 
@@ -390,9 +414,9 @@ class PipelineSettings(BaseModel):
         default_factory=list,
         description=(
             "Payload profiles, tried in order: the first whose topic_filters match the "
-            "message's topic decides how its payload is read (json_reading, json_fields or "
-            "scalar). A topic no profile matches is read as one JSON reading, as without "
-            "profiles. Needs schema_version 2. See docs/how-to/map-payloads.md."
+            "message's topic decides how its payload is read (json_reading, json_fields, "
+            "scalar or influx_line). A topic no profile matches is read as one JSON reading, "
+            "as without profiles. Needs schema_version 2. See docs/how-to/map-payloads.md."
         ),
         json_schema_extra={"reload": "live"},
     )

@@ -46,6 +46,7 @@ def test_corpus_covers_every_payload_reason():
         Reason.LOW_QUALITY,
         Reason.INTERNAL_ERROR,
         Reason.NO_READINGS,  # profiles only
+        Reason.BAD_LINE_PROTOCOL,  # the influx_line profile only
     }
     assert {Reason(reason) for *_, reason in BAD_PAYLOADS} == set(Reason) - settings_only
 
