@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING
 from agent.pipeline._device import DeviceIdResolver, TopicFields, parse_template
 from agent.pipeline._reading import QUALITY_GOOD, _name, _plain
 from agent.pipeline._result import InvalidMessageError, Reason
-from agent.pipeline._text import MAX_NAME_BYTES, quote
+from agent.pipeline._text import MAX_NAME_BYTES, payload_text, quote
 from agent.pipeline._typed import (
     SCHEMA_VERSION_TYPED,
     TypedCanonical,
@@ -80,63 +80,34 @@ def split_line(line: str) -> tuple[str, list[tuple[str, str]], list[tuple[str, s
         raise LineProtocolError("the line has no field set")
     if len(sections) > 3:  # noqa: PLR2004 - measurement, fields, timestamp
         raise LineProtocolError("the line has text after the timestamp")
-    head = _split_unescaped(sections[0], ",")
+    head = _split(sections[0], ",")
     if not head[0]:
         raise LineProtocolError("the measurement is empty")
     tags = [_pair(text, "tag") for text in head[1:]]
-    fields = [_pair(text, "field") for text in _split_fields(sections[1])]
+    fields = [_pair(text, "field") for text in _split(sections[1], ",", strings=True)]
     timestamp = sections[2] if len(sections) == 3 else None  # noqa: PLR2004
     return head[0], tags, fields, timestamp
 
 
 def _sections(line: str) -> list[str]:
-    """The line split at spaces that are neither escaped nor inside a string field value."""
-    if '"' not in line and "\\" not in line:
-        return line.split(" ")
-    sections: list[str] = []
-    start = i = 0
-    quoted = False
-    while i < len(line):
-        char = line[i]
-        if char == "\\":
-            i += 2
-            continue
-        if quoted:
-            quoted = char != '"'
-        elif char == '"' and len(sections) == 1 and line[i - 1] == "=":
-            quoted = True
-        elif char == " ":
-            sections.append(line[start:i])
-            start = i + 1
-        i += 1
-    if quoted:
-        raise LineProtocolError("a string field value has no closing quote")
-    sections.append(line[start:])
-    return sections
+    """The measurement-and-tags text, then the rest split at spaces outside string values."""
+    head = _split(line, " ", maxsplit=1)
+    if len(head) == 1:
+        return head
+    return [head[0], *_split(head[1], " ", strings=True)]
 
 
-def _split_unescaped(text: str, separator: str) -> list[str]:
-    """``text`` split at every ``separator`` that no backslash escapes."""
-    if "\\" not in text:
-        return text.split(separator)
-    parts: list[str] = []
-    start = i = 0
-    while i < len(text):
-        if text[i] == "\\":
-            i += 2
-            continue
-        if text[i] == separator:
-            parts.append(text[start:i])
-            start = i + 1
-        i += 1
-    parts.append(text[start:])
-    return parts
+def _split(text: str, separator: str, *, strings: bool = False, maxsplit: int = -1) -> list[str]:
+    """``text`` split at ``separator``, except where escaped or inside a string value.
 
+    A backslash escapes the character after it; with ``strings``, a double quote right after
+    ``=`` starts a string value that ends at the next unescaped double quote.
 
-def _split_fields(text: str) -> list[str]:
-    """The field set split at commas outside string values and escapes."""
-    if '"' not in text and "\\" not in text:
-        return text.split(",")
+    Raises:
+        LineProtocolError: With ``strings``, a string value has no closing quote.
+    """
+    if "\\" not in text and not (strings and '"' in text):
+        return text.split(separator, maxsplit)
     parts: list[str] = []
     start = i = 0
     quoted = False
@@ -147,19 +118,23 @@ def _split_fields(text: str) -> list[str]:
             continue
         if quoted:
             quoted = char != '"'
-        elif char == '"' and i > 0 and text[i - 1] == "=":
+        elif strings and char == '"' and i > 0 and text[i - 1] == "=":
             quoted = True
-        elif char == ",":
+        elif char == separator:
             parts.append(text[start:i])
             start = i + 1
+            if len(parts) == maxsplit:
+                break
         i += 1
+    if quoted:
+        raise LineProtocolError("a string field value has no closing quote")
     parts.append(text[start:])
     return parts
 
 
 def _pair(text: str, what: str) -> tuple[str, str]:
     """``key=value`` split at the first ``=`` that no backslash escapes."""
-    parts = _split_unescaped(text, "=")
+    parts = _split(text, "=")
     if len(parts) < 2:  # noqa: PLR2004
         raise LineProtocolError(f"the {what} {text[:MAX_LINE_DETAIL]!r} has no '='")
     key, value = parts[0], "=".join(parts[1:])
@@ -246,18 +221,7 @@ class InfluxLineReader:
 
     def readings(self, msg: ReceivedMessage) -> Readings:
         """See :class:`~agent.pipeline._profiles.Reader`."""
-        payload = msg.payload
-        if msg.original_size is not None or len(payload) > self._max_payload_bytes:
-            raise InvalidMessageError(
-                Reason.PAYLOAD_TOO_LARGE,
-                f"the payload is {msg.size_bytes} bytes, more than max_payload_bytes",
-            )
-        try:
-            text = payload.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise InvalidMessageError(
-                Reason.NOT_UTF8, f"the payload is not UTF-8 (byte {exc.start})"
-            ) from None
+        text = payload_text(msg, self._max_payload_bytes)
         topic = self._devices.from_topic(msg.topic)
         out: Readings = []
         lines = [line for line in text.splitlines() if line.strip()]

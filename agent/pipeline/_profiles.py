@@ -40,7 +40,7 @@ from agent.pipeline._device import DeviceIdResolver, TopicFields, parse_template
 from agent.pipeline._influx import InfluxLineReader
 from agent.pipeline._reading import QUALITY_GOOD, _name, _plain
 from agent.pipeline._result import InvalidMessageError, Reason
-from agent.pipeline._text import MAX_NAME_BYTES, json_type, quote
+from agent.pipeline._text import MAX_NAME_BYTES, json_type, payload_text, quote
 from agent.pipeline._typed import (
     SCHEMA_VERSION_TYPED,
     TypedCanonical,
@@ -457,19 +457,7 @@ class ScalarReader:
         return str(self._metric)
 
     def _value(self, msg: ReceivedMessage) -> tuple[Value, ValueType]:
-        payload = msg.payload
-        if msg.original_size is not None or len(payload) > self._max_payload_bytes:
-            size = msg.size_bytes
-            raise InvalidMessageError(
-                Reason.PAYLOAD_TOO_LARGE,
-                f"the payload is {size} bytes, more than max_payload_bytes",
-            )
-        try:
-            text = payload.decode("utf-8").strip()
-        except UnicodeDecodeError as exc:
-            raise InvalidMessageError(
-                Reason.NOT_UTF8, f"the payload is not UTF-8 (byte {exc.start})"
-            ) from None
+        text = payload_text(msg, self._max_payload_bytes).strip()
         if not text:
             raise InvalidMessageError(Reason.MISSING_FIELD, "the payload is empty")
         return _scalar(text, self._type, self._max_string_bytes)

@@ -1,8 +1,14 @@
-"""Checks for the short strings a reading carries (device id, metric, unit, tags)."""
+"""Checks for the short strings a reading carries (device id, metric, unit, tags); text payloads."""
 
 from __future__ import annotations
 
 import re
+from typing import TYPE_CHECKING
+
+from agent.pipeline._result import InvalidMessageError, Reason
+
+if TYPE_CHECKING:
+    from agent.model import ReceivedMessage
 
 MAX_NAME_BYTES = 256
 """Longest device id, metric or unit, in UTF-8 bytes."""
@@ -54,3 +60,24 @@ def json_type(value: object) -> str:
     if isinstance(value, list):
         return "an array"
     return "an object"
+
+
+def payload_text(msg: ReceivedMessage, max_payload_bytes: int) -> str:
+    """The payload of a text format (a bare value, line protocol) as a string.
+
+    Raises:
+        InvalidMessageError: ``payload_too_large`` (also for a payload the source cut) or
+            ``not_utf8``.
+    """
+    payload = msg.payload
+    if msg.original_size is not None or len(payload) > max_payload_bytes:
+        raise InvalidMessageError(
+            Reason.PAYLOAD_TOO_LARGE,
+            f"the payload is {msg.size_bytes} bytes, more than max_payload_bytes",
+        )
+    try:
+        return payload.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InvalidMessageError(
+            Reason.NOT_UTF8, f"the payload is not UTF-8 (byte {exc.start})"
+        ) from None

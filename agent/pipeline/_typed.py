@@ -12,15 +12,16 @@ at most ``max_string_value_bytes`` UTF-8 bytes, may be empty, and has no control
 The bytes are those of ``json.dumps(reading, sort_keys=True, separators=(",", ":"),
 ensure_ascii=False)``, as in version 1. ``docs/reference/reading.schema.json`` is the schema.
 
-Version 1 code is left as it was: :class:`TypedReadingBuilder` overrides
-:meth:`~agent.pipeline._reading.ReadingBuilder.build` rather than adding a branch to it.
+Version 1 code is left as it was: :class:`TypedReadingBuilder` reuses
+:meth:`~agent.pipeline._reading.ReadingBuilder.build` with a wider value check
+(:meth:`TypedReadingBuilder._value`) rather than adding a branch to it.
 """
 
 from __future__ import annotations
 
 import json
 import math
-from typing import TYPE_CHECKING, Literal, NotRequired, TypedDict
+from typing import TYPE_CHECKING, Literal, NotRequired, TypedDict, cast
 
 import orjson
 
@@ -28,12 +29,10 @@ from agent.pipeline._reading import (
     _REPR_HIGH,
     _REPR_LOW,
     _SORT_KEYS,
-    QUALITY_GOOD,
     ReadingBuilder,
-    _plain,
 )
 from agent.pipeline._result import InvalidMessageError, Reason
-from agent.pipeline._text import MAX_NAME_BYTES, json_type, quote, text_problem
+from agent.pipeline._text import json_type, quote, text_problem
 
 if TYPE_CHECKING:
     from agent.pipeline.settings import PipelineSettings
@@ -42,7 +41,7 @@ SCHEMA_VERSION_TYPED: Literal[2] = 2
 
 ValueType = Literal["number", "boolean", "string"]
 Value = float | bool | str
-_MAX_QUALITY = 255
+_VALUE_TYPES: dict[type, ValueType] = {float: "number", bool: "boolean", str: "string"}
 
 
 class TypedCanonical(TypedDict):
@@ -128,6 +127,10 @@ class TypedReadingBuilder(ReadingBuilder):
         super().__init__(settings, device_root)
         self._max_string_bytes = settings.max_string_value_bytes
 
+    def _value(self, raw: object) -> Value:  # type: ignore[override] # wider: any value type
+        """A number, boolean or string value (version 1 takes numbers only)."""
+        return typed_value(raw, self._value_name, self._max_string_bytes)[0]
+
     def build_typed(
         self,
         payload: dict[str, object],
@@ -137,40 +140,12 @@ class TypedReadingBuilder(ReadingBuilder):
     ) -> TypedCanonical:
         """Build the reading or raise :class:`InvalidMessageError` with the reason.
 
-        The same rules as :meth:`ReadingBuilder.build`, in the same order, except that
-        ``value`` may also be a boolean or a string.
+        :meth:`ReadingBuilder.build`, rules and order included, with :meth:`_value` taking a
+        boolean or a string too; then ``schema_version`` and ``value_type`` are added.
         """
-        extra = self._unknown_fields(payload) if self._check_unknown else None
-        get = payload.get
-        raw = get(self._metric_name)
-        if raw.__class__ is str and _plain(raw, MAX_NAME_BYTES):
-            metric: str = raw
-        else:
-            metric = self._metric(raw, topic_metric)
-        value, value_type = typed_value(
-            get(self._value_name), self._value_name, self._max_string_bytes
+        reading = cast(
+            "TypedCanonical", self.build(payload, device_id, topic_metric, received_at_ms)
         )
-        ts = self._ts(get(self._ts_name), received_at_ms)
-        raw = get(self._quality_name)
-        if raw is None:
-            quality = QUALITY_GOOD
-        elif raw.__class__ is int and 0 <= raw <= _MAX_QUALITY:
-            quality = raw
-        else:
-            quality = self._quality(raw)
-        unit = self._unit(get(self._unit_name))
-        tags = self._tags(get(self._tags_name), extra)
-        reading: TypedCanonical = {
-            "device_id": device_id,
-            "metric": metric,
-            "quality": quality,
-            "schema_version": SCHEMA_VERSION_TYPED,
-            "ts": ts,
-            "value": value,
-            "value_type": value_type,
-        }
-        if tags:
-            reading["tags"] = tags
-        if unit is not None:
-            reading["unit"] = unit
+        reading["schema_version"] = SCHEMA_VERSION_TYPED
+        reading["value_type"] = _VALUE_TYPES[reading["value"].__class__]
         return reading
