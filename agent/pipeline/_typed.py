@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import json
 import math
-from typing import TYPE_CHECKING, Literal, NotRequired, TypedDict, cast
+from typing import TYPE_CHECKING, Literal, NotRequired, TypedDict
 
 import orjson
 
@@ -143,8 +143,8 @@ class TypedReadingBuilder(ReadingBuilder):
         :meth:`ReadingBuilder.build`, rules and order included, with :meth:`_value` taking a
         boolean or a string too; then ``schema_version`` and ``value_type`` are added.
         """
-        reading = cast(
-            "TypedCanonical", self.build(payload, device_id, topic_metric, received_at_ms)
+        reading: TypedCanonical = self.build(  # type: ignore[assignment] # the two keys follow
+            payload, device_id, topic_metric, received_at_ms
         )
         reading["schema_version"] = SCHEMA_VERSION_TYPED
         reading["value_type"] = _VALUE_TYPES[reading["value"].__class__]
