@@ -8,6 +8,7 @@ Every field is marked to apply live: a changed configuration is compiled into a 
 from __future__ import annotations
 
 import re
+import string
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Literal
@@ -264,8 +265,72 @@ class ScalarProfile(_ProfileBase):
     unit: Name | None = Field(default=None, description="Unit of the readings.")
 
 
+_SPARKPLUG_FIELDS = frozenset({"group_id", "edge_node_id", "device_id"})
+
+
+def _sparkplug_template(template: str) -> str:
+    names = [name for _, name, _, _ in string.Formatter().parse(template) if name is not None]
+    unknown = sorted(set(names) - _SPARKPLUG_FIELDS)
+    if unknown or not names:
+        raise ValueError(
+            f"{template!r} is not a Sparkplug device id template; use '{{group_id}}', "
+            "'{edge_node_id}' and '{device_id}' placeholders and literal text"
+        )
+    return template
+
+
+SparkplugTemplate = Annotated[str, AfterValidator(_sparkplug_template)]
+
+
+class SparkplugProfile(_ProfileBase):
+    """Sparkplug B (spBv1.0) protobuf payloads: births, data and deaths of edge nodes.
+
+    See docs/design/sparkplug.md. Aliases, sequence numbers and births are kept by the agent
+    across configuration reloads and MQTT reconnects (not across restarts).
+    """
+
+    format: Literal["sparkplug_b"] = Field(description="Sparkplug B payloads (protobuf).")
+    topic_filters: list[TopicFilter] = Field(
+        default_factory=lambda: ["spBv1.0/#"],
+        min_length=1,
+        description="MQTT topic filters of the Sparkplug B namespace this profile reads.",
+    )
+    device_id_template: SparkplugTemplate = Field(
+        default="{edge_node_id}/{device_id}",
+        description=(
+            "Device id of the readings of a device (DBIRTH, DDATA): Sparkplug device ids are "
+            "unique only within their edge node, hence the edge node in the default."
+        ),
+    )
+    node_id_template: SparkplugTemplate = Field(
+        default="{edge_node_id}",
+        description="Device id of the readings of the edge node itself (NBIRTH, NDATA).",
+    )
+    unknown_alias: Literal["dlq", "drop"] = Field(
+        default="dlq",
+        description=(
+            "A DATA metric with an alias no birth defined: dlq sends the whole message to the "
+            "DLQ (reason unknown_alias); drop leaves that metric out, counted."
+        ),
+    )
+
+    @model_validator(mode="after")
+    def _no_device_id(self) -> SparkplugProfile:
+        if self.device_id is not None:
+            raise ValueError(
+                "a sparkplug_b profile takes its device ids from the Sparkplug topic: use "
+                "device_id_template and node_id_template, not device_id"
+            )
+        if "{device_id}" not in self.device_id_template:
+            raise ValueError("device_id_template must contain '{device_id}'")
+        if "{device_id}" in self.node_id_template:
+            raise ValueError("node_id_template cannot use '{device_id}': nodes have none")
+        return self
+
+
 Profile = Annotated[
-    JsonReadingProfile | JsonFieldsProfile | ScalarProfile, Field(discriminator="format")
+    JsonReadingProfile | JsonFieldsProfile | ScalarProfile | SparkplugProfile,
+    Field(discriminator="format"),
 ]
 
 
@@ -390,9 +455,9 @@ class PipelineSettings(BaseModel):
         default_factory=list,
         description=(
             "Payload profiles, tried in order: the first whose topic_filters match the "
-            "message's topic decides how its payload is read (json_reading, json_fields or "
-            "scalar). A topic no profile matches is read as one JSON reading, as without "
-            "profiles. Needs schema_version 2. See docs/how-to/map-payloads.md."
+            "message's topic decides how its payload is read (json_reading, json_fields, "
+            "scalar or sparkplug_b). A topic no profile matches is read as one JSON reading, "
+            "as without profiles. Needs schema_version 2. See docs/how-to/map-payloads.md."
         ),
         json_schema_extra={"reload": "live"},
     )
