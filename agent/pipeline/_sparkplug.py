@@ -16,11 +16,12 @@ Sparkplug device ids are unique only within their edge node), ``node_id_template
 messages (default ``{edge_node_id}``). Tags ``group_id`` and ``edge_node_id`` on every reading,
 ``historical: "true"`` on a metric flagged ``is_historical``.
 
-Values: Int8..Int64 (two's complement), UInt8..UInt64, Float, Double and DateTime (epoch
-milliseconds) are numbers; Boolean a boolean; String, Text and UUID strings. Null metrics and
-the other datatypes (DataSet, Bytes, File, Template, PropertySet, the arrays) are skipped and
-counted (``metric_null``, ``metric_unsupported_type``); a message of nothing but unsupported
-metrics goes to the DLQ (``wrong_type``) so it is kept. Timestamp: the metric's, else the
+Values: Int8..Int64 (two's complement), UInt8..UInt64, Float (as the shortest decimal that
+is the same 32-bit float), Double and DateTime (epoch milliseconds) are numbers; Boolean a
+boolean; String, Text and UUID strings. Null metrics and the other datatypes (DataSet,
+Bytes, File, Template, PropertySet, the arrays) are skipped and counted (``metric_null``,
+``metric_unsupported_type``); a message of nothing but unsupported metrics goes to the DLQ
+(``wrong_type``) so it is kept. Timestamp: the metric's, else the
 payload's, else the receive time (checked against ``min_timestamp`` and
 ``max_future_skew_secs``). Quality: the metric's ``Quality`` property when it is 0..255, else
 192; unit: its ``engUnit`` property. The ``bdSeq`` metric of births and deaths is not a reading.
@@ -33,6 +34,7 @@ metric out (counted ``unknown_alias``) and keeps the others.
 from __future__ import annotations
 
 import math
+import struct
 from datetime import timedelta
 from hashlib import blake2b
 from typing import TYPE_CHECKING, ClassVar
@@ -70,6 +72,7 @@ _UNSUPPORTED_KINDS = frozenset(
 _BD_SEQ = "bdSeq"
 _NO_CHANGES: tuple[DeviceChange, ...] = ()
 _MS = timedelta(milliseconds=1)
+_F32 = struct.Struct("<f")
 
 
 def event_id(message_id: str, index: int) -> str:
@@ -340,7 +343,7 @@ class SparkplugReader:
                 raise InvalidMessageError(
                     Reason.NOT_FINITE, f"metric {quote(name)} is not a finite number"
                 )
-            return float(raw), "number"
+            return (_shortest_float32(raw) if kind == "float_value" else raw), "number"
         if kind == "boolean_value":
             return bool(raw), "boolean"
         return string_value(raw, name, self._max_string_bytes), "string"
@@ -380,6 +383,18 @@ class SparkplugReader:
                 reading["unit"] = _name(
                     value.string_value, MAX_NAME_BYTES, f"the engUnit of metric {quote(name)}"
                 )
+
+
+def _shortest_float32(value: float) -> float:
+    """The shortest decimal that is the same 32-bit float.
+
+    A Float 21.3 reads 21.3, not 21.299999237060547 (the float32 nearest to 21.3, widened).
+    """
+    for digits in (6, 7, 8, 9):  # 9 significant digits always round-trip a float32
+        candidate = float(f"{value:.{digits}g}")
+        if _F32.unpack(_F32.pack(candidate))[0] == value:
+            return candidate
+    return value
 
 
 def _bd_seq(payload: Payload) -> int | None:
