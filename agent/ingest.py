@@ -43,6 +43,7 @@ from agent._backoff import Backoff
 from agent.errors import RetryableError
 from agent.pipeline import Outcome
 from agent.pipeline._cache import TopicCache
+from agent.pipeline._result import Processed, ProcessedDevices
 from agent.source import RedeliveryWindow
 from agent.source._redelivery import MAX_ENTRIES, MAX_JOURNAL_ENTRIES
 
@@ -51,7 +52,7 @@ if TYPE_CHECKING:
 
     from agent.model import ReceivedMessage, Record
     from agent.pipeline import Pipeline, Reason
-    from agent.pipeline._result import DeviceChange, Processed
+    from agent.pipeline._result import DeviceChange
     from agent.spool import AppendResult
 
 _log = logging.getLogger(__name__)
@@ -362,6 +363,7 @@ class Ingest:
         assign = self._window.assign
         wills = self._last_will_filters
         valid_outcome = Outcome.VALID
+        plain = Processed
         valid = 0
         others: list[tuple[Outcome, Reason | None]] = []
         for received in group:
@@ -379,7 +381,7 @@ class Ingest:
             else:
                 others.append((processed.outcome, processed.reason))
             records += processed.records
-            if processed.changes or processed.other_device_ids:
+            if processed.__class__ is not plain:  # ProcessedDevices: several devices, changes
                 self._presence_of(processed, message.received_at_ms, records)
             elif presence is not None and processed.device_id is not None:
                 presence.seen(processed.device_id, message.received_at_ms)
@@ -426,7 +428,7 @@ class Ingest:
         every device of the readings is seen; a death's record joins the group's records.
         """
         presence = self._presence
-        if presence is None:
+        if presence is None or not isinstance(processed, ProcessedDevices):
             return
         for change in processed.changes:
             record = presence.stated(change, at_ms)

@@ -54,6 +54,7 @@ from agent.pipeline._result import (
     InvalidMessageError,
     Outcome,
     Processed,
+    ProcessedDevices,
     Reason,
 )
 from agent.pipeline._text import MAX_NAME_BYTES, text_problem
@@ -63,7 +64,7 @@ from agent.pipeline.settings import LowQualityAction
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-    from agent.model import ReceivedMessage
+    from agent.model import ReceivedMessage, Record
     from agent.pipeline._sparkplug import SparkplugReader
     from agent.pipeline.settings import PipelineSettings
     from agent.sparkplug import SparkplugState
@@ -309,7 +310,7 @@ class Pipeline:
             return self._reject(msg, readings[0][0], Reason.INVALID_VALUE, detail, changes)
         if not readings:
             detail = "the message's profile found no reading in it"
-            return Processed(Outcome.DROPPED, (), Reason.NO_READINGS, None, detail, changes=changes)
+            return _processed(Outcome.DROPPED, (), Reason.NO_READINGS, None, detail, (), changes)
         device_id = readings[0][0]
         minimum = self._min_quality
         if minimum:
@@ -320,7 +321,7 @@ class Pipeline:
                     return self._reject(msg, device_id, Reason.LOW_QUALITY, detail, changes)
                 readings = [r for r in readings if r[1]["quality"] >= minimum]
                 if not readings:
-                    return Processed(
+                    return _processed(
                         Outcome.DROPPED,
                         (),
                         Reason.LOW_QUALITY,
@@ -332,7 +333,7 @@ class Pipeline:
         encoded = [(d, canonical_json_v2(reading), reading["ts"]) for d, reading in readings]
         records = self._records.valid_many(msg, encoded)
         others = _others(device_id, readings) if len(readings) > 1 else ()
-        return Processed(Outcome.VALID, records, None, device_id, None, others, changes)
+        return _processed(Outcome.VALID, records, None, device_id, None, others, changes)
 
     def _reject(
         self,
@@ -343,7 +344,26 @@ class Pipeline:
         changes: tuple[DeviceChange, ...] = (),
     ) -> Processed:
         record = self._records.dlq(msg, device_id, reason, detail)
-        return Processed(Outcome.REJECTED, (record,), reason, device_id, detail, changes=changes)
+        if changes:
+            return ProcessedDevices(
+                Outcome.REJECTED, (record,), reason, device_id, detail, (), changes
+            )
+        return Processed(Outcome.REJECTED, (record,), reason, device_id, detail)
+
+
+def _processed(  # noqa: PLR0913, PLR0917 - the fields of ProcessedDevices
+    outcome: Outcome,
+    records: tuple[Record, ...],
+    reason: Reason | None,
+    device_id: str | None,
+    detail: str | None,
+    others: tuple[str, ...],
+    changes: tuple[DeviceChange, ...],
+) -> Processed:
+    """A :class:`ProcessedDevices` when there are other devices or changes, else a Processed."""
+    if others or changes:
+        return ProcessedDevices(outcome, records, reason, device_id, detail, others, changes)
+    return Processed(outcome, records, reason, device_id, detail)
 
 
 def _others(first: str, readings: Sequence[tuple[str, object]]) -> tuple[str, ...]:

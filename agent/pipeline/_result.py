@@ -100,11 +100,6 @@ class Processed:
         device_id: The device id, when one was found and is valid (of the first reading, when
             a message yields readings of several devices).
         detail: One short sentence explaining the reason (also in the ``dlq-detail`` header).
-        other_device_ids: The other devices the message's readings name, beyond
-            ``device_id``, each once, in first-seen order (presence marks them all seen).
-            Empty for a single-device message.
-        changes: Births and deaths the message states (Sparkplug B), in order; ingest hands
-            them to presence. Empty for every other format.
     """
 
     outcome: Outcome
@@ -112,6 +107,22 @@ class Processed:
     reason: Reason | None
     device_id: str | None
     detail: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ProcessedDevices(Processed):
+    """A :class:`Processed` that names more devices than ``device_id``, or states presence.
+
+    A subclass rather than two more fields of :class:`Processed`: a frozen dataclass pays for
+    every field it sets, and the default path builds one per message.
+
+    Attributes:
+        other_device_ids: The other devices the message's readings name, beyond
+            ``device_id``, each once, in first-seen order (presence marks them all seen).
+        changes: Births and deaths the message states (Sparkplug B), in order; ingest hands
+            them to presence before the readings' devices are seen.
+    """
+
     other_device_ids: tuple[str, ...] = ()
     changes: tuple[DeviceChange, ...] = ()
 

@@ -13,7 +13,7 @@ import pytest
 from pydantic import ValidationError
 
 from agent.model import ReceivedMessage
-from agent.pipeline import Outcome, Pipeline, PipelineSettings, Reason
+from agent.pipeline import Outcome, Pipeline, PipelineSettings, Processed, Reason
 from agent.pipeline._records import reading_message_id
 from agent.pipeline._sparkplug import event_id
 from agent.sparkplug import SparkplugState, parse_topic
@@ -253,7 +253,7 @@ def test_sparkplug_stale_ndeath_is_ignored():
     p = born(state)
     death = encode([MetricSpec("bdSeq", 2, DataType.Int64)], seq=None, timestamp=T0)
     processed = p.process(message(NODE_TOPIC.format("NDEATH"), death))
-    assert processed.changes == ()
+    assert type(processed) is Processed  # no ProcessedDevices: nothing stated
     assert state.counts["stale_death"] == 1
 
 
@@ -274,7 +274,7 @@ def test_sparkplug_commands_and_state_are_no_readings(kind):
     topic = "spBv1.0/STATE/scada-1" if kind == "STATE" else NODE_TOPIC.format(kind)
     processed = pipeline().process(message(topic, b'{"online":true}'))
     assert processed.outcome is Outcome.DROPPED
-    assert processed.changes == ()
+    assert type(processed) is Processed  # no change stated
 
 
 def test_sparkplug_garbage_payload_is_not_protobuf():
@@ -406,7 +406,7 @@ def test_sparkplug_messages_naming_several_devices_list_them_all():
     assert processed.device_id == "d1"
     assert processed.other_device_ids == ("d2", "d3")
     single = p.process(message("a/b", b'[{"device_id":"d1","metric":"t","value":1}]'))
-    assert single.other_device_ids == ()
+    assert type(single) is Processed  # one device: the plain result, as before
 
 
 def test_sparkplug_default_config_does_not_import_protobuf():
