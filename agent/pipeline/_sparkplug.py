@@ -66,6 +66,7 @@ _INT64 = 4
 _NUMBERS = frozenset(range(1, 11)) | {13}
 _BOOLEAN = 11
 _STRINGS = frozenset({12, 14, 15})
+_SUPPORTED = _NUMBERS | _STRINGS | {0, _BOOLEAN}
 _UNSUPPORTED_KINDS = frozenset(
     {"bytes_value", "dataset_value", "template_value", "extension_value"}
 )
@@ -251,58 +252,42 @@ class SparkplugReader:
         out: Readings = []
         unsupported = 0
         for index, metric in enumerate(payload.metrics):
-            name: str | None = metric.name if metric.HasField("name") else None
+            name: str | None = metric.name or None  # an empty name is no name
             datatype = metric.datatype
             if birth:
                 if name is None:
                     raise InvalidMessageError(
                         Reason.MISSING_FIELD, f"metric {index} of a birth has no name"
                     )
+                if not _plain(name, MAX_NAME_BYTES):  # the tables only hold valid names
+                    _name(name, MAX_NAME_BYTES, "metric", name)
                 state.define(
                     node, device, name, metric.alias if metric.HasField("alias") else None, datatype
                 )
             elif name is None:
-                if not metric.HasField("alias"):
-                    raise InvalidMessageError(
-                        Reason.MISSING_FIELD, f"metric {index} has neither a name nor an alias"
-                    )
-                entry = node.aliases.get(metric.alias)
-                if entry is None or entry[0] != device:
-                    state.count("unknown_alias")
-                    if self._drop_unknown:
-                        continue
-                    raise InvalidMessageError(
-                        Reason.UNKNOWN_ALIAS,
-                        f"metric {index} uses alias {metric.alias}, which no birth of edge node "
-                        f"{quote(topic.group_id + '/' + topic.edge_node_id)} defined",
-                    )
+                entry = self._alias(metric, index, topic, node, device)
+                if entry is None:  # unknown, and unknown_alias is drop
+                    continue
                 name = entry[1]
                 datatype = datatype or entry[2]
-            elif not datatype:
-                datatype = node.types.get((device, name), 0)
+            else:
+                if not _plain(name, MAX_NAME_BYTES):
+                    _name(name, MAX_NAME_BYTES, "metric", name)
+                if not datatype:
+                    datatype = node.types.get((device, name), 0)
             if name == _BD_SEQ and topic.device_id is None:
                 continue
             kind = metric.WhichOneof("value")
             if metric.is_null or kind is None:
                 state.count("metric_null")
                 continue
-            if kind in _UNSUPPORTED_KINDS or not (
-                datatype == 0
-                or datatype in _NUMBERS
-                or datatype == _BOOLEAN
-                or datatype in _STRINGS
-            ):
+            if kind in _UNSUPPORTED_KINDS or datatype not in _SUPPORTED:
                 state.count("metric_unsupported_type")
                 unsupported += 1
                 continue
-            if not _plain(name, MAX_NAME_BYTES):
-                _name(name, MAX_NAME_BYTES, "metric", name)
             value, value_type = self._value(metric, kind, datatype, name)
-            ts = (
-                self._ts(metric.timestamp, msg.received_at_ms)
-                if metric.HasField("timestamp")
-                else base_ts
-            )
+            stamp = metric.timestamp  # 0: none (it would be before min_timestamp anyway)
+            ts = self._ts(stamp, msg.received_at_ms) if stamp else base_ts
             reading: TypedCanonical = {
                 "device_id": device_id,
                 "metric": name,
@@ -325,6 +310,35 @@ class SparkplugReader:
                 f"({unsupported} skipped)",
             )
         return out
+
+    def _alias(
+        self,
+        metric: Payload.Metric,
+        index: int,
+        topic: SparkplugTopic,
+        node: EdgeNode,
+        device: str,
+    ) -> tuple[str, str, int] | None:
+        """The birth's entry of a DATA metric's alias; None when unknown and dropped.
+
+        Raises:
+            InvalidMessageError: ``missing_field`` (no alias either) or ``unknown_alias``.
+        """
+        if not metric.HasField("alias"):
+            raise InvalidMessageError(
+                Reason.MISSING_FIELD, f"metric {index} has neither a name nor an alias"
+            )
+        entry = node.aliases.get(metric.alias)
+        if entry is not None and entry[0] == device:
+            return entry
+        self._state.count("unknown_alias")
+        if self._drop_unknown:
+            return None
+        raise InvalidMessageError(
+            Reason.UNKNOWN_ALIAS,
+            f"metric {index} uses alias {metric.alias}, which no birth of edge node "
+            f"{quote(topic.group_id + '/' + topic.edge_node_id)} defined",
+        )
 
     def _value(
         self, metric: Payload.Metric, kind: str, datatype: int, name: str

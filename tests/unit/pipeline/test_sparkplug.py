@@ -429,3 +429,12 @@ def test_sparkplug_generated_module_matches_the_proto():
         check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_sparkplug_birth_with_an_unusable_metric_name_goes_to_the_dlq():
+    """A birth naming a metric with control characters: invalid_value, the birth kept in the DLQ."""
+    bad = encode([MetricSpec("temp\x01", 1.0, DataType.Float, alias=5)], seq=0, timestamp=T0)
+    processed = pipeline().process(message(NODE_TOPIC.format("NBIRTH"), bad))
+    assert processed.reason is Reason.INVALID_VALUE
+    assert processed.records[0].value == bad
+    assert [c.online for c in processed.changes] == [True]  # a birth is still a birth
