@@ -346,7 +346,7 @@ class Pipeline:
         record = self._records.dlq(msg, device_id, reason, detail)
         if changes:
             return ProcessedDevices(
-                Outcome.REJECTED, (record,), reason, device_id, detail, (), changes
+                Outcome.REJECTED, (record,), reason, device_id, detail, changes=changes
             )
         return Processed(Outcome.REJECTED, (record,), reason, device_id, detail)
 
@@ -362,7 +362,10 @@ def _processed(  # noqa: PLR0913, PLR0917 - the fields of ProcessedDevices
 ) -> Processed:
     """A :class:`ProcessedDevices` when there are other devices or changes, else a Processed."""
     if others or changes:
-        return ProcessedDevices(outcome, records, reason, device_id, detail, others, changes)
+        # By keyword: fields added to Processed later do not shift these two.
+        return ProcessedDevices(
+            outcome, records, reason, device_id, detail, other_device_ids=others, changes=changes
+        )
     return Processed(outcome, records, reason, device_id, detail)
 
 
