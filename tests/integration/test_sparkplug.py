@@ -6,17 +6,20 @@ and skips sequence numbers now and then. Kafka must then hold exactly the readin
 simulator published, device by device; the lifecycle topic a ``device_online`` (source
 sparkplug) and a ``device_offline`` (reason sparkplug_ndeath) per device and session; the
 agent's metrics exactly the gaps the simulator made. A DATA with an alias no birth defined goes
-to the DLQ untouched, with reason ``unknown_alias``.
+to the DLQ untouched, with reason ``unknown_alias``; the aliases of the births survive a live
+configuration reload (a new pipeline).
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import signal
 from collections import Counter
 from typing import Any
 
 import aiomqtt
+import yaml
 
 from agent.simulate import SimulationSettings, SparkplugSimulator
 from agent.sparkplug.encode import MetricSpec, encode
@@ -148,3 +151,37 @@ async def test_sparkplug_unknown_alias_goes_to_the_dlq_with_its_reason(
     values = sorted(json.loads(r.value)["value"] for r in normalized)
     assert values == [1.0, 20.5, 21.5]
     assert agent.metrics().value("edge_agent_sparkplug_events_total", event="unknown_alias") == 1
+
+
+async def test_sparkplug_aliases_survive_a_live_configuration_reload(
+    agent_factory, mosquitto: Mosquitto, kafka: KafkaCluster
+):
+    """Births before a SIGHUP reload of the pipeline, alias-only DATA after: read, none in DLQ."""
+    agent = agent_factory()
+    group = await _start(agent, kafka)
+    base = f"spBv1.0/{group}"
+    nbirth = encode([MetricSpec("bdSeq", 0, DataType.Int64)], seq=0, timestamp=None)
+    dbirth = encode([MetricSpec("t", 20.5, DataType.Float, alias=2)], seq=1, timestamp=None)
+    async with aiomqtt.Client("127.0.0.1", mosquitto.port) as client:
+        await client.publish(f"{base}/NBIRTH/n1", nbirth, qos=1)
+        await client.publish(f"{base}/DBIRTH/n1/d1", dbirth, qos=1)
+    await consume_all(kafka.bootstrap_servers, agent.topics.normalized, expected=1)
+
+    agent.overrides["pipeline"]["max_string_value_bytes"] = 512  # any live pipeline change
+    (agent.workdir / "agent.yaml").write_text(yaml.safe_dump(agent.config()))
+    assert agent.proc is not None
+    agent.proc.send_signal(signal.SIGHUP)
+    await wait_for(
+        lambda: agent.metrics().value("edge_agent_config_generation") >= 2,
+        30,
+        "the pipeline reload",
+    )
+
+    data = encode([MetricSpec(None, 21.5, DataType.Float, alias=2)], seq=2, timestamp=None)
+    async with aiomqtt.Client("127.0.0.1", mosquitto.port) as client:
+        await client.publish(f"{base}/DDATA/n1/d1", data, qos=1)
+    normalized = await consume_all(kafka.bootstrap_servers, agent.topics.normalized, expected=2)
+    dlq = await consume_all(kafka.bootstrap_servers, agent.topics.dlq, expected=0, settle_s=0.5)
+    assert dlq == []
+    after = [json.loads(r.value) for r in normalized if json.loads(r.value)["value"] == 21.5]
+    assert [(r["device_id"], r["metric"]) for r in after] == [("n1/d1", "t")]
