@@ -54,6 +54,7 @@ from agent.remote import make_source
 from agent.sink import KafkaSink
 from agent.sink.kafka import run_probe
 from agent.source import MqttConnected, MqttDisconnected, MqttSource, PayloadLimit
+from agent.sparkplug import SparkplugState
 from agent.spool import Spool
 from agent.telemetry import HttpServer, LoopWatchdog, Metrics, Notifier, Readiness
 
@@ -202,6 +203,8 @@ class Agent:
             overflow_policy=settings.spool.overflow_policy,
         )
         self.presence = Presence(settings.lifecycle, self.lifecycle)
+        # Sparkplug B births and aliases: outlive every pipeline (live reloads) and reconnects.
+        self.sparkplug = SparkplugState(on_event=self.metrics.sparkplug_event)
         self.sink = sink_factory(
             settings.kafka,
             topics=(topics.normalized, topics.raw, topics.dlq, settings.lifecycle.topic),
@@ -216,7 +219,7 @@ class Agent:
         self.queue = MessageQueue.from_settings(settings.ingest)
         self.ingest = Ingest(
             self.queue,
-            Pipeline(settings.pipeline, settings.gateway_id),
+            Pipeline(settings.pipeline, settings.gateway_id, sparkplug=self.sparkplug),
             self.counting_spool,
             self.source,
             settings.ingest,
@@ -289,7 +292,9 @@ class Agent:
             await self.spool.update_limits(new.spool)
             self.observer.replace_settings(new.lifecycle, new.spool.overflow_policy)
         if "pipeline" in sections:
-            self.ingest.replace_pipeline(Pipeline(new.pipeline, self.settings.gateway_id))
+            self.ingest.replace_pipeline(
+                Pipeline(new.pipeline, self.settings.gateway_id, sparkplug=self.sparkplug)
+            )
             self.source.payload_limit = _payload_limit(new.pipeline)
             topics = new.pipeline.topics
             self.sink.track_topics((topics.normalized, topics.raw, topics.dlq))

@@ -147,6 +147,13 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--bad-every", type=int, default=0, help="every n-th message malformed")
     sim.add_argument("--device-offset", type=int, default=0)
     sim.add_argument("--connections", type=int, default=4)
+    sim.add_argument(
+        "--sparkplug", action="store_true", help="publish Sparkplug B (births, aliases, seq)"
+    )
+    sim.add_argument("--group-id", default="sim", help="Sparkplug group id")
+    sim.add_argument("--edge-nodes", type=int, default=1, help="Sparkplug edge nodes")
+    sim.add_argument("--rebirth-every", type=int, default=0, help="Sparkplug: rounds per session")
+    sim.add_argument("--seq-gap-every", type=int, default=0, help="Sparkplug: skip a seq every n")
     ops.add_parsers(sub)  # spool, status, top: agent/ops
     dryrun.add_parser(sub)  # dry-run: agent/dryrun.py
     return parser
@@ -394,9 +401,10 @@ def _check_config(args: argparse.Namespace) -> int:
 
 
 def _simulate(args: argparse.Namespace) -> int:
-    from agent.simulate import SimulationSettings, Simulator  # noqa: PLC0415
+    from agent.simulate import SimulationSettings, Simulator, SparkplugSimulator  # noqa: PLC0415
 
-    sim = Simulator(
+    kind = SparkplugSimulator if args.sparkplug else Simulator
+    sim = kind(
         SimulationSettings(
             host=args.host,
             port=args.port,
@@ -408,6 +416,11 @@ def _simulate(args: argparse.Namespace) -> int:
             bad_every=args.bad_every,
             device_offset=args.device_offset,
             connections=args.connections,
+            sparkplug=args.sparkplug,
+            group_id=args.group_id,
+            edge_nodes=args.edge_nodes,
+            rebirth_every=args.rebirth_every,
+            seq_gap_every=args.seq_gap_every,
         )
     )
 

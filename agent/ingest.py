@@ -43,6 +43,7 @@ from agent._backoff import Backoff
 from agent.errors import RetryableError
 from agent.pipeline import Outcome
 from agent.pipeline._cache import TopicCache
+from agent.pipeline._result import Processed, ProcessedDevices
 from agent.source import RedeliveryWindow
 from agent.source._redelivery import MAX_ENTRIES, MAX_JOURNAL_ENTRIES
 
@@ -51,6 +52,7 @@ if TYPE_CHECKING:
 
     from agent.model import ReceivedMessage, Record
     from agent.pipeline import Pipeline, Reason
+    from agent.pipeline._result import DeviceChange
     from agent.spool import AppendResult
 
 _log = logging.getLogger(__name__)
@@ -228,6 +230,10 @@ class PresenceSink(Protocol):
         """
         ...
 
+    def stated(self, change: DeviceChange, at_ms: int) -> Record | None:
+        """A message stated a birth or death (Sparkplug B): a death's record to spool."""
+        ...
+
 
 class Acker(Protocol):
     """The part of the MQTT source ingest acknowledges through."""
@@ -350,13 +356,14 @@ class Ingest:
             group += queue.get_nowait_many(limit - 1, settings.max_batch_bytes - first.queued_bytes)
         return group
 
-    async def _commit(self, group: list[ReceivedMessage]) -> None:
+    async def _commit(self, group: list[ReceivedMessage]) -> None:  # noqa: C901 - one pass
         records: list[Record] = []
         process = self._pipeline.process
         presence = self._presence
         assign = self._window.assign
         wills = self._last_will_filters
         valid_outcome = Outcome.VALID
+        plain = Processed
         valid = 0
         others: list[tuple[Outcome, Reason | None]] = []
         for received in group:
@@ -374,7 +381,9 @@ class Ingest:
             else:
                 others.append((processed.outcome, processed.reason))
             records += processed.records
-            if presence is not None and processed.device_id is not None:
+            if processed.__class__ is not plain:  # ProcessedDevices: several devices, changes
+                self._presence_of(processed, message.received_at_ms, records)
+            elif presence is not None and processed.device_id is not None:
                 presence.seen(processed.device_id, message.received_at_ms)
         self._count(valid, others)
         if records:
@@ -411,6 +420,24 @@ class Ingest:
             self._window.end_group((connection, self._acks_on_connection))
         else:  # their connection is gone: the broker delivers them again
             self._window.end_group(None)
+
+    def _presence_of(self, processed: Processed, at_ms: int, records: list[Record]) -> None:
+        """Presence of a message naming several devices, or stating births and deaths.
+
+        Births and deaths first (a birth's ``device_online`` says ``source: sparkplug``), then
+        every device of the readings is seen; a death's record joins the group's records.
+        """
+        presence = self._presence
+        if presence is None or not isinstance(processed, ProcessedDevices):
+            return
+        for change in processed.changes:
+            record = presence.stated(change, at_ms)
+            if record is not None:
+                records.append(record)
+        if processed.device_id is not None:
+            presence.seen(processed.device_id, at_ms)
+            for other in processed.other_device_ids:
+                presence.seen(other, at_ms)
 
     def _is_last_will(self, topic: str) -> bool:
         try:

@@ -11,16 +11,26 @@ can check that nothing is missing and the order is kept::
 
 ``bad_every`` makes every n-th message of a device malformed (not JSON) to exercise the
 dead-letter path; those still consume a sequence number.
+
+With ``sparkplug`` on, :class:`SparkplugSimulator` speaks Sparkplug B instead: the devices are
+spread over ``edge_nodes`` edge nodes (one MQTT connection each, ``node-000``...), each of which
+publishes an NBIRTH (with ``bdSeq``, its NDEATH as the connection's will), a DBIRTH per device
+defining aliases, then DDATA rounds that carry only aliases and the node's ``seq``. Options:
+``rebirth_every`` ends the session after that many rounds (an NDEATH, a new connection, a new
+``bdSeq``, births again); ``seq_gap_every`` skips a sequence number every that many DATA
+messages (what a lost message looks like to the agent). A stopped simulator sends a clean NDEATH.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import collections
 import json
 import random
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import aiomqtt
 
@@ -44,6 +54,12 @@ class SimulationSettings:
         bad_every: Every n-th message of a device is malformed (0 = never).
         device_offset: First device number (to run several simulators side by side).
         connections: MQTT connections the devices are spread over.
+        sparkplug: Publish Sparkplug B (``SparkplugSimulator``) instead of JSON readings.
+        group_id: Sparkplug group id.
+        edge_nodes: Sparkplug edge nodes the devices are spread over (one connection each).
+        rebirth_every: Sparkplug: end each node's session after this many rounds (0 = never).
+        seq_gap_every: Sparkplug: skip one ``seq`` value every this many DATA messages of a
+            node (0 = never).
     """
 
     host: str = "127.0.0.1"
@@ -57,6 +73,11 @@ class SimulationSettings:
     bad_every: int = 0
     device_offset: int = 0
     connections: int = 4
+    sparkplug: bool = False
+    group_id: str = "sim"
+    edge_nodes: int = 1
+    rebirth_every: int = 0
+    seq_gap_every: int = 0
 
 
 def device_name(index: int) -> str:
@@ -181,3 +202,159 @@ class Simulator:
         return reading(
             device, seq, settings.payload_bytes, incompressible=settings.incompressible_padding
         )
+
+
+class SparkplugSimulator:
+    """Sparkplug B edge nodes and their devices; see the module docstring.
+
+    Counters readable while it runs: :attr:`readings` (per device id as the agent's default
+    templates name it: ``node-000`` for node metrics, ``node-000/dev-00000`` for a device's),
+    :attr:`births`, :attr:`deaths`, :attr:`seq_gaps`. A message is counted once the broker
+    acknowledged it.
+    """
+
+    NODE_METRICS = (("Node Control/Rebirth", 1), ("uptime_s", 2))
+    DEVICE_METRICS = ("temperature", "pressure", "running", "mode", "count")
+
+    def __init__(self, settings: SimulationSettings) -> None:
+        """Create a simulator; :meth:`run` publishes."""
+        self.settings = settings
+        self.published = 0
+        self.published_bad = 0
+        self.readings: collections.Counter[str] = collections.Counter()
+        self.births = 0
+        self.deaths = 0
+        self.seq_gaps = 0
+        self.reconnects = 0
+        self._stopped = False
+
+    def stop(self) -> None:
+        """Finish the publish under way, send each node's NDEATH and return from :meth:`run`."""
+        self._stopped = True
+
+    def node_name(self, node: int) -> str:
+        """The edge node id of node number ``node``."""
+        return f"node-{node:03d}"
+
+    async def run(self) -> None:
+        """Publish every node's session(s) (or until stopped or cancelled)."""
+        s = self.settings
+        indexes = list(range(s.device_offset, s.device_offset + s.devices))
+        nodes = max(1, s.edge_nodes)
+        async with asyncio.TaskGroup() as tg:
+            for node in range(nodes):
+                devices = indexes[node::nodes]
+                tg.create_task(self._node(node, devices), name=f"sim-sparkplug-{node}")
+
+    def _topic(self, kind: str, node: str, device: str | None = None) -> str:
+        base = f"spBv1.0/{self.settings.group_id}/{kind}/{node}"
+        return base if device is None else f"{base}/{device}"
+
+    async def _node(self, node_index: int, devices: list[int]) -> None:
+        from agent.sparkplug.encode import MetricSpec, encode  # noqa: PLC0415 - protobuf
+        from agent.sparkplug.sparkplug_b_pb2 import DataType  # noqa: PLC0415
+
+        s = self.settings
+        node = self.node_name(node_index)
+        bd_seq = 0
+        rounds_done = 0
+        backoff = Backoff(0.2, 2.0)
+        while not self._finished(rounds_done):
+            death = encode([MetricSpec("bdSeq", bd_seq, DataType.Int64)], seq=None, timestamp=None)
+            will = aiomqtt.Will(self._topic("NDEATH", node), death, qos=1)
+            try:
+                async with aiomqtt.Client(
+                    s.host, s.port, will=will, identifier=f"sim-{s.group_id}-{node}"
+                ) as client:
+                    backoff.reset()
+                    rounds_done = await self._session(client, node, devices, bd_seq, rounds_done)
+                    await client.publish(self._topic("NDEATH", node), death, qos=1)
+                    self.deaths += 1
+            except aiomqtt.MqttError:
+                self.reconnects += 1
+                await asyncio.sleep(backoff.next_delay())
+            bd_seq = (bd_seq + 1) % 256
+
+    def _finished(self, rounds_done: int) -> bool:
+        total = self.settings.messages_per_device
+        return self._stopped or (total != 0 and rounds_done >= total)
+
+    async def _session(
+        self, client: aiomqtt.Client, node: str, devices: list[int], bd_seq: int, rounds_done: int
+    ) -> int:
+        """Births then DATA rounds until the session ends; returns the rounds done so far."""
+        from agent.sparkplug.encode import MetricSpec, encode  # noqa: PLC0415 - protobuf
+        from agent.sparkplug.sparkplug_b_pb2 import DataType  # noqa: PLC0415
+
+        s = self.settings
+        seq = 0
+        now = time.time_ns() // 1_000_000
+        nbirth = [
+            MetricSpec("bdSeq", bd_seq, DataType.Int64),
+            MetricSpec("Node Control/Rebirth", value=False, datatype=DataType.Boolean, alias=1),
+            MetricSpec("uptime_s", rounds_done, DataType.UInt32, alias=2),
+        ]
+        await self._publish(
+            client, self._topic("NBIRTH", node), encode(nbirth, seq=seq, timestamp=now)
+        )
+        self.readings[node] += 2
+        self.births += 1
+        for index in devices:
+            seq = (seq + 1) % 256
+            name = device_name(index)
+            payload = encode(
+                self._device_metrics(index, rounds_done, birth=True), seq=seq, timestamp=now
+            )
+            await self._publish(client, self._topic("DBIRTH", node, name), payload)
+            self.readings[f"{node}/{name}"] += len(self.DEVICE_METRICS)
+            self.births += 1
+        period = 1.0 / s.rate_per_device_hz if s.rate_per_device_hz > 0 else 0.0
+        start = time.monotonic()
+        data_messages = 0
+        session_rounds = 0
+        while not self._finished(rounds_done):
+            if s.rebirth_every and session_rounds >= s.rebirth_every:
+                break
+            if period:
+                delay = start + session_rounds * period - time.monotonic()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+            now = time.time_ns() // 1_000_000
+            for index in devices:
+                seq = (seq + 1) % 256
+                data_messages += 1
+                if s.seq_gap_every and data_messages % s.seq_gap_every == 0:
+                    seq = (seq + 1) % 256  # one sequence number never sent
+                    self.seq_gaps += 1
+                name = device_name(index)
+                metrics = self._device_metrics(index, rounds_done + 1, birth=False)
+                payload = encode(metrics, seq=seq, timestamp=now)
+                await self._publish(client, self._topic("DDATA", node, name), payload)
+                self.readings[f"{node}/{name}"] += len(metrics)
+            rounds_done += 1
+            session_rounds += 1
+        return rounds_done
+
+    def _device_metrics(self, index: int, step: int, *, birth: bool) -> list[Any]:
+        """A device's metrics: all five with names in a birth, two by alias in a DATA."""
+        from agent.sparkplug.encode import MetricSpec  # noqa: PLC0415 - protobuf
+        from agent.sparkplug.sparkplug_b_pb2 import DataType  # noqa: PLC0415
+
+        base = 1000 + 10 * index  # aliases: unique per edge node across its devices
+        temperature = round(20.0 + (step % 100) / 10, 1)
+        if not birth:
+            return [
+                MetricSpec(None, temperature, DataType.Float, alias=base),
+                MetricSpec(None, step, DataType.Int32, alias=base + 4),
+            ]
+        return [
+            MetricSpec("temperature", temperature, DataType.Float, alias=base),
+            MetricSpec("pressure", 1.013, DataType.Double, alias=base + 1),
+            MetricSpec("running", value=True, datatype=DataType.Boolean, alias=base + 2),
+            MetricSpec("mode", "AUTO", DataType.String, alias=base + 3),
+            MetricSpec("count", step, DataType.Int32, alias=base + 4),
+        ]
+
+    async def _publish(self, client: aiomqtt.Client, topic: str, payload: bytes) -> None:
+        await client.publish(topic, payload, qos=1)
+        self.published += 1

@@ -72,8 +72,11 @@ def _run(
     msg: ReceivedMessage,
     count: int,
     outcome: Outcome = Outcome.VALID,
+    setup: tuple[ReceivedMessage, ...] = (),
 ) -> None:
     pipeline = Pipeline(settings, "gw-bench-1")
+    for before in setup:  # e.g. the Sparkplug births that define the aliases
+        pipeline.process(before)
     processed = pipeline.process(msg)
     assert processed.outcome is outcome, processed.detail  # noqa: S101
     readings = sum(1 for r in processed.records if r.topic == settings.topics.normalized)
@@ -177,6 +180,44 @@ def _profiles(count: int) -> None:
     ]
     for name, topic, payload in cases:
         _run(name, profiled, ReceivedMessage(topic, payload, 1, False, now), count)  # noqa: FBT003
+    _sparkplug(count)
+
+
+def _sparkplug(count: int) -> None:
+    """The sparkplug_b profile: a DBIRTH of 10 metrics, alias-only DDATA of 10 and of 1."""
+    from agent.sparkplug.encode import MetricSpec, encode  # noqa: PLC0415 - protobuf
+    from agent.sparkplug.sparkplug_b_pb2 import DataType  # noqa: PLC0415
+
+    kinds = [DataType.Float] * 5 + [DataType.Double, DataType.Int32, DataType.Int64]
+    kinds += [DataType.Boolean, DataType.String]
+    values: dict[int, object] = {
+        DataType.Float: 21.5,
+        DataType.Double: 1.013,
+        DataType.Int32: -7,
+        DataType.Int64: 123456789,
+        DataType.Boolean: True,
+        DataType.String: "AUTO",
+    }
+    birth = [MetricSpec(f"m{i}", values[k], k, alias=100 + i) for i, k in enumerate(kinds)]
+    data = [MetricSpec(None, values[k], k, alias=100 + i) for i, k in enumerate(kinds)]
+    nbirth = encode([MetricSpec("bdSeq", 0, DataType.Int64)], seq=0, timestamp=RECEIVED_AT_MS)
+    dbirth = encode(birth, seq=1, timestamp=RECEIVED_AT_MS)
+    settings = PipelineSettings.model_validate(
+        {"schema_version": 2, "profiles": [{"name": "spb", "format": "sparkplug_b"}]}
+    )
+
+    def msg(kind: str, payload: bytes, device: str | None = "d1") -> ReceivedMessage:
+        topic = f"spBv1.0/g/{kind}/n1" + (f"/{device}" if device else "")
+        return ReceivedMessage(topic, payload, 1, False, RECEIVED_AT_MS)  # noqa: FBT003
+
+    births = (msg("NBIRTH", nbirth, None), msg("DBIRTH", dbirth))
+    # No seq in the repeated DATA: the same message again and again would be a gap each time.
+    rebirth = encode(birth, seq=None, timestamp=RECEIVED_AT_MS)
+    _run("sparkplug DBIRTH (10 metrics)", settings, msg("DBIRTH", rebirth), count, setup=births)
+    ddata = encode(data, seq=None, timestamp=RECEIVED_AT_MS)
+    _run("sparkplug DDATA aliases (10)", settings, msg("DDATA", ddata), count, setup=births)
+    one = encode(data[:1], seq=None, timestamp=RECEIVED_AT_MS)
+    _run("sparkplug DDATA aliases (1)", settings, msg("DDATA", one), count, setup=births)
 
 
 def _received_message(count: int) -> None:

@@ -139,14 +139,24 @@ class DeviceOnline(DeviceEvent):
     kind: Literal["device_online"] = "device_online"
     first_seen: bool = Field(description="True the first time this agent sees the device.")
     offline_for_ms: int | None = Field(description="How long it was offline, when it was.")
+    source: Literal["sparkplug"] | None = Field(
+        default=None,
+        exclude_if=lambda v: v is None,
+        description="sparkplug: a Sparkplug B birth said so (absent: the device sent data).",
+    )
 
 
 class DeviceOffline(DeviceEvent):
-    """A device went silent for longer than the timeout, or its last-will message arrived."""
+    """A device went silent for longer than the timeout, its last will or its death arrived."""
 
     kind: Literal["device_offline"] = "device_offline"
-    reason: Literal["silent", "last_will"]
+    reason: Literal["silent", "last_will", "sparkplug_ndeath", "sparkplug_ddeath"]
     last_seen_ms: int
+    source: Literal["sparkplug"] | None = Field(
+        default=None,
+        exclude_if=lambda v: v is None,
+        description="sparkplug: a Sparkplug B death (NDEATH takes the node and its devices).",
+    )
 
 
 class ConfigApplied(LifecycleEvent):

@@ -8,6 +8,13 @@ ingest, which stores it in the same spool block as the group that acknowledges t
 rate limit, no in-memory queue). Its ``event_id`` is the will message's message id, so a
 redelivered will gives a record with the same id.
 
+Sparkplug B births and deaths state presence themselves (:meth:`Presence.stated`): a birth puts
+the device online (``source: sparkplug``), a death takes it offline like a last will (its record
+in the same spool block, ``event_id`` derived from the death's message id).
+
+A message whose readings name several devices marks each of them seen (ingest calls
+:meth:`Presence.seen` for every one).
+
 Devices are kept in least-recently-seen order, so each check only looks at the devices that
 may have gone silent, not at all of them. The number of tracked devices is bounded.
 """
@@ -19,7 +26,7 @@ import collections
 import logging
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from agent._backoff import Backoff
 from agent.errors import RetryableError
@@ -31,6 +38,7 @@ if TYPE_CHECKING:
     from agent.lifecycle.emitter import Lifecycle
     from agent.lifecycle.settings import LifecycleSettings
     from agent.model import Record
+    from agent.pipeline._result import DeviceChange
 
 _log = logging.getLogger(__name__)
 
@@ -90,8 +98,44 @@ class Presence:
                 device_id, at_ms, first_seen=False, offline_for_ms=at_ms - device.offline_since_ms
             )
 
-    def last_will(self, device_id: str, at_ms: int, *, event_id: str) -> Record | None:
-        """The device's last-will message arrived: it is offline now.
+    def stated(self, change: DeviceChange, at_ms: int) -> Record | None:
+        """A Sparkplug B birth or death about ``change.device_id`` arrived at ``at_ms``.
+
+        Returns:
+            For a death, as :meth:`last_will` (the ``device_offline`` record to spool, or
+            None); for a birth None (``device_online`` is emitted when it was not online).
+        """
+        if not change.online:
+            return self.last_will(
+                change.device_id, at_ms, event_id=change.event_id, reason=change.cause
+            )
+        device = self._devices.get(change.device_id)
+        if device is None:
+            if len(self._devices) >= self._settings.max_tracked_devices:
+                self.untracked += 1
+                return None
+            self._devices[change.device_id] = _Device(last_seen_ms=at_ms, online=True)
+            self._emit_online(
+                change.device_id, at_ms, first_seen=True, offline_for_ms=None, source="sparkplug"
+            )
+            return None
+        device.last_seen_ms = at_ms
+        self._devices.move_to_end(change.device_id)
+        if not device.online:
+            device.online = True
+            self._emit_online(
+                change.device_id,
+                at_ms,
+                first_seen=False,
+                offline_for_ms=at_ms - device.offline_since_ms,
+                source="sparkplug",
+            )
+        return None
+
+    def last_will(
+        self, device_id: str, at_ms: int, *, event_id: str, reason: str = "last_will"
+    ) -> Record | None:
+        """The device's last-will message (or its Sparkplug death) arrived: it is offline now.
 
         Returns:
             The ``device_offline`` record for the caller to spool (logged and counted here,
@@ -109,13 +153,15 @@ class Presence:
             return None
         device.online = False
         device.offline_since_ms = at_ms
+        sparkplug = reason != "last_will"
         event = DeviceOffline(
             event_id=event_id,
             gateway_id=self._lifecycle.gateway_id,
             at_ms=at_ms,
             device_id=device_id,
-            reason="last_will",
+            reason=reason,  # type: ignore[arg-type]  # last_will or a DeviceChange cause
             last_seen_ms=device.last_seen_ms,
+            source="sparkplug" if sparkplug else None,
         )
         self._lifecycle.emit(event, force=True, queue=False)
         if not self._settings.enabled:
@@ -173,7 +219,13 @@ class Presence:
         )
 
     def _emit_online(
-        self, device_id: str, at_ms: int, *, first_seen: bool, offline_for_ms: int | None
+        self,
+        device_id: str,
+        at_ms: int,
+        *,
+        first_seen: bool,
+        offline_for_ms: int | None,
+        source: Literal["sparkplug"] | None = None,
     ) -> None:
         self._lifecycle.emit(
             DeviceOnline(
@@ -182,5 +234,6 @@ class Presence:
                 device_id=device_id,
                 first_seen=first_seen,
                 offline_for_ms=offline_for_ms,
+                source=source,
             )
         )

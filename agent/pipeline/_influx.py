@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import math
 import re
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar
 
 from agent.pipeline._device import DeviceIdResolver, TopicFields, parse_template
 from agent.pipeline._reading import QUALITY_GOOD, _name, _plain
@@ -199,6 +199,8 @@ class InfluxLineReader:
         "_shared",
         "name",
     )
+
+    lifecycle: ClassVar[bool] = False
 
     def __init__(
         self,

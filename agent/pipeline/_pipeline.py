@@ -40,7 +40,7 @@ the standard library. Nested numbers only ever meet "is a number" checks, the sa
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import orjson
 
@@ -49,14 +49,25 @@ from agent.pipeline._device import DeviceIdResolver, TopicFields, parse_template
 from agent.pipeline._profiles import build_router
 from agent.pipeline._reading import ReadingBuilder, canonical_json
 from agent.pipeline._records import RecordBuilder
-from agent.pipeline._result import InvalidMessageError, Outcome, Processed, Reason
+from agent.pipeline._result import (
+    DeviceChange,
+    InvalidMessageError,
+    Outcome,
+    Processed,
+    ProcessedDevices,
+    Reason,
+)
 from agent.pipeline._text import MAX_NAME_BYTES, text_problem
 from agent.pipeline._typed import canonical_json_v2
 from agent.pipeline.settings import LowQualityAction
 
 if TYPE_CHECKING:
-    from agent.model import ReceivedMessage
+    from collections.abc import Sequence
+
+    from agent.model import ReceivedMessage, Record
+    from agent.pipeline._sparkplug import SparkplugReader
     from agent.pipeline.settings import PipelineSettings
+    from agent.sparkplug import SparkplugState
 
 
 def _reject_constant(name: str) -> float:
@@ -184,8 +195,17 @@ class Pipeline:
         "_router",
     )
 
-    def __init__(self, settings: PipelineSettings, gateway_id: str) -> None:
+    def __init__(
+        self,
+        settings: PipelineSettings,
+        gateway_id: str,
+        *,
+        sparkplug: SparkplugState | None = None,
+    ) -> None:
         """Compile ``settings`` once for the gateway ``gateway_id``.
+
+        ``sparkplug`` is the Sparkplug B births/aliases state, owned by the caller so that it
+        outlives this pipeline (a live reload builds a new one); a fresh one when None.
 
         Raises:
             ConfigError: ``gateway_id`` is empty, too long or has control characters.
@@ -210,7 +230,9 @@ class Pipeline:
         self._min_quality = settings.min_quality
         self._low_quality_dlq = settings.low_quality_action is LowQualityAction.DLQ
         max_bytes = settings.max_payload_bytes
-        self._router = build_router(settings, lambda msg: decode_document(msg, max_bytes))
+        self._router = build_router(
+            settings, lambda msg: decode_document(msg, max_bytes), sparkplug
+        )
         self._max_readings = settings.max_readings_per_message
         typed = settings.schema_version != 1 or bool(settings.profiles)
         self._route = self._process_typed if typed else self._process
@@ -271,19 +293,24 @@ class Pipeline:
 
     def _process_typed(self, msg: ReceivedMessage) -> Processed:
         """Schema version 2, profiles: see the module docstring."""
+        reader = self._router.reader(msg.topic)
+        changes: tuple[DeviceChange, ...] = ()
         try:
-            readings = self._router.reader(msg.topic).readings(msg)
+            if reader.lifecycle:
+                readings, changes = cast("SparkplugReader", reader).read(msg)
+            else:
+                readings = reader.readings(msg)
         except InvalidMessageError as exc:
-            return self._reject(msg, exc.device_id, exc.reason, exc.detail)
+            return self._reject(msg, exc.device_id, exc.reason, exc.detail, exc.changes)
         if len(readings) > self._max_readings:
             detail = (
                 f"the message has {len(readings)} readings, more than max_readings_per_message "
                 f"{self._max_readings}"
             )
-            return self._reject(msg, readings[0][0], Reason.INVALID_VALUE, detail)
+            return self._reject(msg, readings[0][0], Reason.INVALID_VALUE, detail, changes)
         if not readings:
             detail = "the message's profile found no reading in it"
-            return Processed(Outcome.DROPPED, (), Reason.NO_READINGS, None, detail)
+            return _processed(Outcome.DROPPED, (), Reason.NO_READINGS, None, detail, (), changes)
         device_id = readings[0][0]
         minimum = self._min_quality
         if minimum:
@@ -291,18 +318,64 @@ class Pipeline:
             if low:
                 detail = f"quality {low[0][1]['quality']} is below min_quality {minimum}"
                 if self._low_quality_dlq:
-                    return self._reject(msg, device_id, Reason.LOW_QUALITY, detail)
+                    return self._reject(msg, device_id, Reason.LOW_QUALITY, detail, changes)
                 readings = [r for r in readings if r[1]["quality"] >= minimum]
                 if not readings:
-                    return Processed(Outcome.DROPPED, (), Reason.LOW_QUALITY, device_id, detail)
+                    return _processed(
+                        Outcome.DROPPED,
+                        (),
+                        Reason.LOW_QUALITY,
+                        device_id,
+                        detail,
+                        _others(device_id, low),
+                        changes,
+                    )
         encoded = [(d, canonical_json_v2(reading), reading["ts"]) for d, reading in readings]
-        return Processed(Outcome.VALID, self._records.valid_many(msg, encoded), None, device_id)
+        records = self._records.valid_many(msg, encoded)
+        others = _others(device_id, readings) if len(readings) > 1 else ()
+        return _processed(Outcome.VALID, records, None, device_id, None, others, changes)
 
     def _reject(
-        self, msg: ReceivedMessage, device_id: str | None, reason: Reason, detail: str
+        self,
+        msg: ReceivedMessage,
+        device_id: str | None,
+        reason: Reason,
+        detail: str,
+        changes: tuple[DeviceChange, ...] = (),
     ) -> Processed:
         record = self._records.dlq(msg, device_id, reason, detail)
+        if changes:
+            return ProcessedDevices(
+                Outcome.REJECTED, (record,), reason, device_id, detail, changes=changes
+            )
         return Processed(Outcome.REJECTED, (record,), reason, device_id, detail)
+
+
+def _processed(  # noqa: PLR0913, PLR0917 - the fields of ProcessedDevices
+    outcome: Outcome,
+    records: tuple[Record, ...],
+    reason: Reason | None,
+    device_id: str | None,
+    detail: str | None,
+    others: tuple[str, ...],
+    changes: tuple[DeviceChange, ...],
+) -> Processed:
+    """A :class:`ProcessedDevices` when there are other devices or changes, else a Processed."""
+    if others or changes:
+        # By keyword: fields added to Processed later do not shift these two.
+        return ProcessedDevices(
+            outcome, records, reason, device_id, detail, other_device_ids=others, changes=changes
+        )
+    return Processed(outcome, records, reason, device_id, detail)
+
+
+def _others(first: str, readings: Sequence[tuple[str, object]]) -> tuple[str, ...]:
+    """The devices ``readings`` name besides ``first``, each once, in first-seen order."""
+    devices = dict.fromkeys(device for device, _ in readings)
+    if len(devices) == 1 and first in devices:
+        return ()
+    devices.pop(first, None)
+    return tuple(devices)
 
 
 def _metric(topic: TopicFields | None) -> str | None:

@@ -33,7 +33,7 @@ does not match a topic starting with ``$`` (MQTT 3.1.1 section 4.7.2).
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, ClassVar, Protocol
 
 from agent.pipeline._cache import TopicCache
 from agent.pipeline._device import DeviceIdResolver, TopicFields, parse_template
@@ -56,6 +56,7 @@ from agent.pipeline.settings import (
     JsonFieldsProfile,
     JsonReadingProfile,
     ScalarProfile,
+    SparkplugProfile,
     UnknownFieldPolicy,
 )
 
@@ -64,6 +65,7 @@ if TYPE_CHECKING:
 
     from agent.model import ReceivedMessage
     from agent.pipeline.settings import PipelineSettings, Profile
+    from agent.sparkplug import SparkplugState
 
 Readings = list[tuple[str, TypedCanonical]]
 
@@ -100,6 +102,9 @@ class Reader(Protocol):
 
     name: str
     """The profile's name (``default`` for topics no profile matches)."""
+    lifecycle: ClassVar[bool]
+    """Whether the reader also states births and deaths: then the pipeline calls its
+    ``read(msg)`` (:class:`~agent.pipeline._sparkplug.SparkplugReader`) instead."""
 
     def readings(self, msg: ReceivedMessage) -> Readings:
         """The message's readings, in payload order.
@@ -138,20 +143,42 @@ class ProfileRouter:
 
 
 def build_router(
-    settings: PipelineSettings, decode: Callable[[ReceivedMessage], object]
+    settings: PipelineSettings,
+    decode: Callable[[ReceivedMessage], object],
+    sparkplug: SparkplugState | None = None,
 ) -> ProfileRouter:
-    """Compile every profile of ``settings`` and the default reader."""
+    """Compile every profile of ``settings`` and the default reader.
+
+    ``sparkplug`` is the births/aliases state the ``sparkplug_b`` profiles share (one that
+    outlives this router); a fresh one when None and such a profile is configured.
+    """
     default = JsonReadingReader("default", settings, settings.device_id, decode, arrays=False)
+    if sparkplug is None and any(isinstance(p, SparkplugProfile) for p in settings.profiles):
+        from agent.sparkplug import SparkplugState  # noqa: PLC0415 - only for sparkplug_b
+
+        sparkplug = SparkplugState()
     readers = [
-        ([compile_filter(f) for f in profile.topic_filters], _reader(profile, settings, decode))
+        (
+            [compile_filter(f) for f in profile.topic_filters],
+            _reader(profile, settings, decode, sparkplug),
+        )
         for profile in settings.profiles
     ]
     return ProfileRouter(readers, default)
 
 
 def _reader(
-    profile: Profile, settings: PipelineSettings, decode: Callable[[ReceivedMessage], object]
+    profile: Profile,
+    settings: PipelineSettings,
+    decode: Callable[[ReceivedMessage], object],
+    sparkplug: SparkplugState | None,
 ) -> Reader:
+    if isinstance(profile, SparkplugProfile):
+        # protobuf is imported only when a sparkplug_b profile is configured.
+        from agent.pipeline._sparkplug import SparkplugReader  # noqa: PLC0415
+
+        assert sparkplug is not None  # noqa: S101 - build_router made one
+        return SparkplugReader(profile, settings, sparkplug)
     device_id = profile.device_id or settings.device_id
     if isinstance(profile, JsonReadingProfile):
         return JsonReadingReader(profile.name, settings, device_id, decode, arrays=profile.arrays)
@@ -197,6 +224,8 @@ def _in_item(exc: InvalidMessageError, index: int, count: int, device_id: str | 
 class JsonReadingReader:
     """One reading per JSON object (today's format), typed values; see the module docstring."""
 
+    lifecycle: ClassVar[bool] = False
+
     __slots__ = ("_arrays", "_builder", "_decode", "_devices", "name")
 
     def __init__(
@@ -240,6 +269,8 @@ class JsonReadingReader:
 
 class JsonFieldsReader:
     """Every field of a JSON object is a reading; see the module docstring."""
+
+    lifecycle: ClassVar[bool] = False
 
     __slots__ = (
         "_arrays",
@@ -397,6 +428,8 @@ def _lookup(node: object, path: tuple[str, ...]) -> object:
 
 class ScalarReader:
     """A bare value as the whole payload; see the module docstring."""
+
+    lifecycle: ClassVar[bool] = False
 
     __slots__ = (
         "_max_payload_bytes",

@@ -57,6 +57,11 @@ class Reason(StrEnum):
     """The device id is not a string, is empty, too long, or has control characters."""
     LOW_QUALITY = "low_quality"
     """The reading's quality is below ``min_quality``."""
+    UNKNOWN_ALIAS = "unknown_alias"
+    """A Sparkplug B DATA message uses a metric alias no birth of its edge node defined
+    (``unknown_alias: dlq``, the default); the payload is kept untouched."""
+    NOT_PROTOBUF = "not_protobuf"
+    """A Sparkplug B payload is not a decodable Sparkplug B protobuf message."""
     NO_READINGS = "no_readings"
     """The message's profile found no reading in it (an empty array, an object without a
     readable field); the message is dropped and counted."""
@@ -64,6 +69,24 @@ class Reason(StrEnum):
     """An ``influx_line`` payload has a line the InfluxDB line protocol does not allow."""
     INTERNAL_ERROR = "internal_error"
     """A bug in the pipeline; the message is kept in the DLQ rather than lost."""
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceChange:
+    """A device's presence stated by the message itself (Sparkplug B births and deaths).
+
+    Attributes:
+        device_id: The device (as the readings name it).
+        online: True for a birth, False for a death.
+        event_id: The lifecycle event's id: derived from the message id, so a redelivered
+            death gives the same id.
+        cause: What said so, e.g. ``sparkplug_ndeath`` (the ``reason`` of ``device_offline``).
+    """
+
+    device_id: str
+    online: bool
+    event_id: str
+    cause: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +111,24 @@ class Processed:
     detail: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class ProcessedDevices(Processed):
+    """A :class:`Processed` that names more devices than ``device_id``, or states presence.
+
+    A subclass rather than two more fields of :class:`Processed`: a frozen dataclass pays for
+    every field it sets, and the default path builds one per message.
+
+    Attributes:
+        other_device_ids: The other devices the message's readings name, beyond
+            ``device_id``, each once, in first-seen order (presence marks them all seen).
+        changes: Births and deaths the message states (Sparkplug B), in order; ingest hands
+            them to presence before the readings' devices are seen.
+    """
+
+    other_device_ids: tuple[str, ...] = ()
+    changes: tuple[DeviceChange, ...] = ()
+
+
 class InvalidMessageError(Exception):
     """Raised inside the pipeline when a message cannot become a reading; never escapes it."""
 
@@ -97,3 +138,5 @@ class InvalidMessageError(Exception):
         self.reason = reason
         self.detail = detail
         self.device_id = device_id
+        self.changes: tuple[DeviceChange, ...] = ()
+        """Births and deaths the rejected message still stated (Sparkplug B)."""

@@ -8,6 +8,7 @@ Every field is marked to apply live: a changed configuration is compiled into a 
 from __future__ import annotations
 
 import re
+import string
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Literal
@@ -287,8 +288,71 @@ class InfluxLineProfile(_ProfileBase):
     )
 
 
+_SPARKPLUG_FIELDS = frozenset({"group_id", "edge_node_id", "device_id"})
+
+
+def _sparkplug_template(template: str) -> str:
+    names = [name for _, name, _, _ in string.Formatter().parse(template) if name is not None]
+    unknown = sorted(set(names) - _SPARKPLUG_FIELDS)
+    if unknown or not names:
+        raise ValueError(
+            f"{template!r} is not a Sparkplug device id template; use '{{group_id}}', "
+            "'{edge_node_id}' and '{device_id}' placeholders and literal text"
+        )
+    return template
+
+
+SparkplugTemplate = Annotated[str, AfterValidator(_sparkplug_template)]
+
+
+class SparkplugProfile(_ProfileBase):
+    """Sparkplug B (spBv1.0) protobuf payloads: births, data and deaths of edge nodes.
+
+    See docs/design/sparkplug.md. Aliases, sequence numbers and births are kept by the agent
+    across configuration reloads and MQTT reconnects (not across restarts).
+    """
+
+    format: Literal["sparkplug_b"] = Field(description="Sparkplug B payloads (protobuf).")
+    topic_filters: list[TopicFilter] = Field(
+        default_factory=lambda: ["spBv1.0/#"],
+        min_length=1,
+        description="MQTT topic filters of the Sparkplug B namespace this profile reads.",
+    )
+    device_id_template: SparkplugTemplate = Field(
+        default="{edge_node_id}/{device_id}",
+        description=(
+            "Device id of the readings of a device (DBIRTH, DDATA): Sparkplug device ids are "
+            "unique only within their edge node, hence the edge node in the default."
+        ),
+    )
+    node_id_template: SparkplugTemplate = Field(
+        default="{edge_node_id}",
+        description="Device id of the readings of the edge node itself (NBIRTH, NDATA).",
+    )
+    unknown_alias: Literal["dlq", "drop"] = Field(
+        default="dlq",
+        description=(
+            "A DATA metric with an alias no birth defined: dlq sends the whole message to the "
+            "DLQ (reason unknown_alias); drop leaves that metric out, counted."
+        ),
+    )
+
+    @model_validator(mode="after")
+    def _no_device_id(self) -> SparkplugProfile:
+        if self.device_id is not None:
+            raise ValueError(
+                "a sparkplug_b profile takes its device ids from the Sparkplug topic: use "
+                "device_id_template and node_id_template, not device_id"
+            )
+        if "{device_id}" not in self.device_id_template:
+            raise ValueError("device_id_template must contain '{device_id}'")
+        if "{device_id}" in self.node_id_template:
+            raise ValueError("node_id_template cannot use '{device_id}': nodes have none")
+        return self
+
+
 Profile = Annotated[
-    JsonReadingProfile | JsonFieldsProfile | ScalarProfile | InfluxLineProfile,
+    JsonReadingProfile | JsonFieldsProfile | ScalarProfile | InfluxLineProfile | SparkplugProfile,
     Field(discriminator="format"),
 ]
 
@@ -415,7 +479,8 @@ class PipelineSettings(BaseModel):
         description=(
             "Payload profiles, tried in order: the first whose topic_filters match the "
             "message's topic decides how its payload is read (json_reading, json_fields, "
-            "scalar or influx_line). A topic no profile matches is read as one JSON reading, "
+            "scalar, influx_line or sparkplug_b). A topic no profile matches is read as one "
+            "JSON reading, "
             "as without profiles. Needs schema_version 2. See docs/how-to/map-payloads.md."
         ),
         json_schema_extra={"reload": "live"},

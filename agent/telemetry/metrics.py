@@ -52,6 +52,7 @@ from agent.pipeline import Outcome, Reason
 from agent.sink import SettleReason
 from agent.source import AckSkipReason
 from agent.source import DropReason as MqttDropReason
+from agent.sparkplug import SPARKPLUG_EVENTS
 from agent.spool import DropReason as SpoolDropReason
 from agent.spool import SpoolDropped, SpoolQuarantined
 
@@ -308,6 +309,11 @@ class Metrics:
             "config_generation", "Generation of the configuration in use (1 at start)."
         )
         self._devices_online = g("devices_online", "Devices currently considered online.")
+        self._sparkplug = c(
+            "sparkplug_events",
+            "Sparkplug B profile events (sequence gaps, unknown aliases, skipped metrics).",
+            ("event",),
+        )
         self._commands = c(
             "commands_total", "Device-bound commands by status (skipped: another's).", ("status",)
         )
@@ -344,6 +350,8 @@ class Metrics:
         for event_kind in LIFECYCLE_KINDS:
             self._lifecycle.labels(kind=event_kind)
             self._lifecycle_suppressed.labels(kind=event_kind)
+        for sparkplug_event in SPARKPLUG_EVENTS:
+            self._sparkplug.labels(event=sparkplug_event)
         for lifecycle_reason in LifecycleDropReason:
             self._lifecycle_dropped.labels(reason=lifecycle_reason.value)
 
@@ -576,6 +584,11 @@ class Metrics:
     def lifecycle_dropped(self, reason: str, events: int) -> None:
         """Lifecycle events were dropped unwritten (``Lifecycle(on_dropped=...)``)."""
         self._lifecycle_dropped.labels(reason=LifecycleDropReason(reason).value).inc(events)
+
+    def sparkplug_event(self, event: str, n: int = 1) -> None:
+        """The Sparkplug B profile counted ``n`` of ``event`` (one of SPARKPLUG_EVENTS)."""
+        if event in SPARKPLUG_EVENTS:
+            self._sparkplug.labels(event=event).inc(n)
 
     def set_devices_online(self, devices: int) -> None:
         """Snapshot: devices currently online (``Presence.online_count``)."""

@@ -10,6 +10,7 @@ from agent.model import Record, SpoolBlock
 from agent.pipeline import Outcome, Reason
 from agent.source import AckSkipReason, MqttSourceStats
 from agent.source import DropReason as MqttDropReason
+from agent.sparkplug import SPARKPLUG_EVENTS
 from agent.spool import DropReason as SpoolDropReason
 from agent.spool import QuarantineReason, SpoolDropped, SpoolQuarantined, SpoolStats
 from agent.telemetry import Metrics, RecordDropReason, TopicKind
@@ -40,6 +41,7 @@ EXPECTED_FAMILIES = {
     "edge_agent_lifecycle_events_suppressed": "counter",
     "edge_agent_lifecycle_events_dropped": "counter",
     "edge_agent_devices_online": "gauge",
+    "edge_agent_sparkplug_events": "counter",
     "edge_agent_producer_resets": "counter",
     "edge_agent_records_settled": "counter",
     "edge_agent_clock_ahead_of_kafka_seconds": "gauge",
@@ -60,6 +62,7 @@ CLOSED_SETS = {
         {"shutdown_deadline", "spool_refused"},
     ),
     "edge_agent_mqtt_messages_dropped_total": ("reason", {r.value for r in MqttDropReason}),
+    "edge_agent_sparkplug_events_total": ("event", set(SPARKPLUG_EVENTS)),
     "edge_agent_mqtt_acks_skipped_total": ("reason", {r.value for r in AckSkipReason}),
 }
 
