@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
+import jsonschema
 import pytest
 
 from agent.alerts import AlertEngine, AlertSettings, pack_journal, unpack_journal
@@ -256,3 +258,31 @@ def test_alerts_journal_container_reads_old_window_only_journals():
     assert unpack_journal(b"EMJ1old-window-bytes") == (b"EMJ1old-window-bytes", b"")
     assert unpack_journal(b"") == (b"", b"")
     assert unpack_journal(pack_journal(b"", b"{}")) == (b"", b"{}")
+
+
+def test_alerts_every_record_kind_matches_the_published_schema():
+    """Raised and cleared records of every kind (and a rule_removed clear) validate."""
+    schema = json.loads(
+        (Path(__file__).parents[3] / "docs" / "reference" / "alert.schema.json").read_text()
+    )
+    validator = jsonschema.Draft202012Validator(schema)
+    rules = (
+        ABOVE,
+        {"id": "band", "kind": "threshold", "outside": [0, 10]},
+        {"id": "jump", "kind": "rate_of_change", "max_rate_per_s": 2, "window_s": 3},
+        {"id": "silent", "kind": "staleness", "silent_for_s": 1},
+    )
+    engine = AlertEngine(settings(*rules), "gw", NORMALIZED)
+    events = feed(engine, [70, 90, 90, 70])
+    events += alerts(engine.tick(T0 + 60_000))
+    events += feed(engine, [95])
+    engine.replace_settings(settings(), NORMALIZED)
+    events += alerts(engine.tick(T0 + 120_000))
+    assert {(e["kind"], e["state"]) for e in events} == {
+        (kind, state)
+        for kind in ("threshold", "rate_of_change", "staleness")
+        for state in ("raised", "cleared")
+    }
+    assert "rule_removed" in {e["reason"] for e in events}
+    for event in events:
+        validator.validate(event)
