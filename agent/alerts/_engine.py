@@ -54,6 +54,9 @@ STATE_VERSION = 1
 MAX_RATE_SAMPLES = 64
 MAX_PERSISTED_STALENESS_KEYS = 20_000
 """Staleness series keys kept in the stored state beyond the raised/pending/suppressed ones."""
+MAX_STATE_BYTES = 3 * 1024 * 1024
+"""The stored state's limit: with the message-id journal (at most ~416 KiB) it stays under the
+spool's 4 MiB journal limit."""
 _DEVICE_CACHE_ENTRIES = 4096
 _EVICTION_SCAN = 64
 _MESSAGE_ID = "message-id"
@@ -183,6 +186,7 @@ class AlertEngine:
         self._buckets: dict[tuple[str, str], list[float]] = {}
         self._state = b""
         self._state_stale = True
+        self._warned_state_size = False
         self._next_tick_ms = 0
         self.stats = AlertStats()
         self._retired: dict[str, _Compiled] = {}
@@ -492,29 +496,61 @@ class AlertEngine:
         return False
 
     def state(self) -> bytes:
-        """The state to store with the current group's block (see the module docstring)."""
-        if self._undo or self._state_stale:
+        """The state to store with the current group's block (see the module docstring).
+
+        Encoded again only when a stored field changed in this group (a raise, a clear, a
+        pending timer, a suppressed episode, a staleness series added or forgotten), so a
+        group of readings that change nothing costs no encoding.
+        """
+        if self._state_stale or self._stored_fields_changed():
             self._state = self._encode()
             self._state_stale = False
         return self._state
 
+    def _stored_fields_changed(self) -> bool:
+        series = self._series
+        for key, snap in self._undo.items():
+            now = series.get(key)
+            if snap is None or now is None:
+                if (snap is None) != (now is None):
+                    return True
+                continue
+            if snap[:6] != now.snapshot()[:6]:
+                return True
+        return False
+
     def _encode(self) -> bytes:
-        rows: list[list[object]] = []
+        """The stored state, at most :data:`MAX_STATE_BYTES` (raised series kept first)."""
+        raised: list[list[object]] = []
+        others: list[list[object]] = []
         staleness_keys = 0
-        rules = self._rules
         for (rule_id, device, metric), s in self._series.items():
-            if not s.busy:
-                compiled = rules.get(rule_id)
-                if compiled is None or not isinstance(compiled.rule, StalenessRule):
-                    continue
+            row: list[object] = [
+                rule_id, device, metric, s.kind, s.raised, s.alert_id, s.raised_at,
+                s.pending_since, s.suppressed,
+            ]  # fmt: skip
+            if s.raised:
+                raised.append(row)
+            elif s.busy:
+                others.append(row)
+            elif s.kind == "staleness" and staleness_keys < MAX_PERSISTED_STALENESS_KEYS:
                 staleness_keys += 1
-                if staleness_keys > MAX_PERSISTED_STALENESS_KEYS:
-                    continue
-            rows.append(
-                [rule_id, device, metric, s.kind, s.raised, s.alert_id, s.raised_at,
-                 s.pending_since, s.suppressed]
-            )  # fmt: skip
-        return orjson.dumps({"v": STATE_VERSION, "series": rows})
+                others.append(row)
+        encoded = orjson.dumps({"v": STATE_VERSION, "series": raised + others})
+        if len(encoded) <= MAX_STATE_BYTES:
+            return encoded
+        encoded = orjson.dumps({"v": STATE_VERSION, "series": raised})
+        while len(encoded) > MAX_STATE_BYTES:
+            raised = raised[: len(raised) * MAX_STATE_BYTES // len(encoded) * 9 // 10]
+            encoded = orjson.dumps({"v": STATE_VERSION, "series": raised})
+        if not self._warned_state_size:
+            self._warned_state_size = True
+            _log.warning(
+                "The alert state is too large to store whole; after a crash some alerts may be "
+                "raised again or not cleared. Lower alerts.max_series or narrow the rules.",
+                extra={"series": len(self._series), "max_state_bytes": MAX_STATE_BYTES},
+            )
+        return encoded
 
     def load(self, state: bytes, now_ms: int) -> int:
         """Take a state written by :meth:`state` (at start); returns the series loaded."""

@@ -286,3 +286,26 @@ def test_alerts_every_record_kind_matches_the_published_schema():
     assert "rule_removed" in {e["reason"] for e in events}
     for event in events:
         validator.validate(event)
+
+
+def test_alerts_state_is_not_encoded_again_when_nothing_stored_changed():
+    """Readings that raise nothing leave the stored state as it was (the same bytes object)."""
+    engine = AlertEngine(settings(ABOVE), "gw", NORMALIZED)
+    feed(engine, [70])
+    first = engine.state()
+    engine.observe([reading("press-1", "temp", 71, T0 + 1000)], T0 + 1000)
+    assert engine.state() is first
+
+
+def test_alerts_state_over_its_limit_keeps_the_raised_series(monkeypatch):
+    """Over MAX_STATE_BYTES the stored state keeps raised series only, as many as fit."""
+    monkeypatch.setattr("agent.alerts._engine.MAX_STATE_BYTES", 2000)
+    engine = AlertEngine(settings(ABOVE), "gw", NORMALIZED)
+    for i in range(40):
+        value = 90 if i % 2 else 10
+        engine.observe([reading(f"device-{i:03d}", "temp", value, T0)], T0)
+    state = engine.state()
+    assert len(state) <= 2000
+    rows = json.loads(state)["series"]
+    assert rows
+    assert all(row[4] for row in rows)  # raised ones only
