@@ -31,9 +31,10 @@ normalized records once the group is processed and its alert records join the gr
 the journal stored with the block is then :func:`~agent.alerts.pack_journal` of the message-id
 journal and the engine's state, so alert state is durable exactly when the block is, and goes
 back (:meth:`~agent.alerts.AlertEngine.rollback`) when the block is not stored. Staleness
-rules need a timer: ingest then waits for a message at most ``check_interval_s`` and commits an
-empty group for the engine's :meth:`~agent.alerts.AlertEngine.tick`. Without rules the engine
-is not called at all: one check per group, nothing per message.
+rules and rules removed by a reload need a timer: while the engine is on, ingest waits for a
+message at most ``check_interval_s`` and otherwise commits an empty group for the engine's
+:meth:`~agent.alerts.AlertEngine.tick`. Without rules the engine is not called at all: one
+check per group, nothing per message.
 """
 
 from __future__ import annotations
@@ -362,7 +363,7 @@ class Ingest:
         settings = self._settings
         limit = settings.max_batch_messages
         alerts = self._alerts
-        if alerts is not None and alerts.on and alerts.needs_timer and queue.empty():
+        if alerts is not None and alerts.on and queue.empty():
             try:  # the alert engine's timer: an empty group when no message comes
                 first = await asyncio.wait_for(queue.get(), alerts.check_interval_s)
             except TimeoutError:
@@ -382,8 +383,10 @@ class Ingest:
         alerts = self._alerts
         if alerts is not None and alerts.on:
             now_ms = _now_ms()
-            records += alerts.observe(records, now_ms)
-            records += alerts.tick(now_ms)
+            # tick first: a removed rule is settled before the group's readings are evaluated
+            alert_records = alerts.tick(now_ms)
+            alert_records += alerts.observe(records, now_ms)
+            records += alert_records
         else:
             alerts = None
         if records:

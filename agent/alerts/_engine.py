@@ -215,11 +215,6 @@ class AlertEngine:
         return bool(self._rules) or bool(self._series)
 
     @property
-    def needs_timer(self) -> bool:
-        """Whether :meth:`tick` must run while no message arrives."""
-        return self._staleness or self._orphans
-
-    @property
     def check_interval_s(self) -> float:
         """How often :meth:`tick` has work."""
         return self._settings.check_interval_s
