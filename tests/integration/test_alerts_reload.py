@@ -53,9 +53,7 @@ async def test_alerts_reload_clears_a_removed_raised_rule_and_applies_a_changed_
         volume.write({"agent.yaml": yaml.safe_dump(new)})
         await asyncio.to_thread(agent.wait_for_log, "Configuration applied.", 30)
         await client.publish(topic, json.dumps({"value": -5, "ts": T0 + 1000}), qos=1)
-        records = await consume_all(
-            kafka.bootstrap_servers, alerts_topic, expected=3, settle_s=1.5
-        )
+        records = await consume_all(kafka.bootstrap_servers, alerts_topic, expected=3, settle_s=1.5)
 
     events = [json.loads(r.value) for r in records]
     assert [(e["rule_id"], e["state"], e["reason"]) for e in events] == [
