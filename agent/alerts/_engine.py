@@ -173,6 +173,7 @@ class AlertStats:
     suppressed: Counter[str] = field(default_factory=Counter)
     evicted: int = 0
     ignored_not_a_number: int = 0
+    internal_errors: int = 0
 
 
 class AlertEngine:
@@ -204,7 +205,7 @@ class AlertEngine:
 
     def replace_settings(self, settings: AlertSettings, readings_topic: str) -> None:
         """Use new rules from the next group on; orphaned series are settled at :meth:`tick`."""
-        self._retired = {**self._retired, **self._rules}
+        self._retired = {**self._retired, **self._rules} if self._series else {}
         self._apply(settings, readings_topic)
         self._orphans = bool(self._series)
         self._next_tick_ms = 0
@@ -239,7 +240,15 @@ class AlertEngine:
             except KeyError:
                 rules = self._rules_for_device(key)
             if rules:
-                self._reading(record, rules, now_ms, out)
+                try:
+                    self._reading(record, rules, now_ms, out)
+                except Exception:  # noqa: BLE001 - a bug must not stop the readings being stored
+                    self.stats.internal_errors += 1
+                    if self.stats.internal_errors == 1:
+                        _log.exception(
+                            "Alert evaluation failed on a reading; it is stored without "
+                            "evaluation. Please report this.",
+                        )
         return out
 
     def _rules_for_device(self, key: bytes | None) -> tuple[_Compiled, ...]:

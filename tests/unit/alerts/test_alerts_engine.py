@@ -309,3 +309,12 @@ def test_alerts_state_over_its_limit_keeps_the_raised_series(monkeypatch):
     rows = json.loads(state)["series"]
     assert rows
     assert all(row[4] for row in rows)  # raised ones only
+
+
+def test_alerts_a_failing_evaluation_skips_the_reading_and_is_counted():
+    """A reading the engine cannot evaluate (here a record without metric) is skipped."""
+    engine = AlertEngine(settings(ABOVE), "gw", NORMALIZED)
+    broken = Record(NORMALIZED, b"press-1", b'{"device_id": "press-1"}', (), T0)
+    out = engine.observe([broken, reading("press-1", "temp", 90, T0)], T0)
+    assert [e["state"] for e in alerts(out)] == ["raised"]
+    assert engine.stats.internal_errors == 1
