@@ -168,3 +168,47 @@ async def test_alerts_staleness_fires_for_a_silent_device_and_clears_when_it_spe
     ]
     assert events[0]["alert_id"] == events[1]["alert_id"]
     assert await asyncio.to_thread(agent.terminate) == 0
+
+
+async def test_alerts_two_sigkills_mid_stream_keep_exactly_one_pair_per_crossing(
+    agent_factory, mosquitto: Mosquitto, kafka: KafkaCluster
+):
+    """4 devices x 20 crossings, SIGKILL twice while publishing: 20 pairs per device, in order."""
+    crossings, devices = 20, 4
+    agent, alerts_topic = await _start(agent_factory, kafka, [HOT])
+    cycle = [70, 81, 78, 83, 76.5, 80.5, 79, 74, 77, 79.5, 76]
+    published = [0]
+
+    async def publish() -> None:
+        async with aiomqtt.Client("127.0.0.1", mosquitto.port) as client:
+            for i in range(crossings * len(cycle)):
+                for d in range(devices):
+                    payload = json.dumps({"value": cycle[i % len(cycle)], "ts": T0 + i * 1000})
+                    await client.publish(f"{agent.topic_prefix}/press-{d}/temp", payload, qos=1)
+                    published[0] += 1
+                await asyncio.sleep(0.002)  # pacing, so the kills land mid-stream
+
+    total = crossings * len(cycle) * devices
+    async with asyncio.TaskGroup() as tg:
+        publishing = tg.create_task(publish())
+        for fraction in (0.3, 0.6):
+            await wait_for(lambda f=fraction: published[0] >= f * total, 60, "publishing")
+            await asyncio.to_thread(agent.kill)
+            await asyncio.to_thread(agent.start)
+        await publishing
+
+    records = await consume_all(
+        kafka.bootstrap_servers, alerts_topic, expected=2 * crossings * devices, settle_s=3
+    )
+    per_device: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    events = _distinct(sorted(records, key=lambda r: (r.partition, r.offset)))
+    print(f"{len(records)} alert records, {len(records) - len(events)} copies")
+    for event in events:
+        per_device[event["device_id"]].append(event)
+    assert sorted(per_device) == [f"press-{d}" for d in range(devices)]
+    for device, device_events in per_device.items():
+        states = [e["state"] for e in device_events]
+        assert states == ["raised", "cleared"] * crossings, device
+        for raised, cleared in zip(device_events[::2], device_events[1::2], strict=True):
+            assert raised["alert_id"] == cleared["alert_id"]
+    assert await asyncio.to_thread(agent.terminate) == 0
