@@ -30,7 +30,10 @@ Alert rules (:mod:`agent.alerts`): when an engine with rules is given, it reads 
 normalized records once the group is processed and its alert records join the group's block;
 the journal stored with the block is then :func:`~agent.alerts.pack_journal` of the message-id
 journal and the engine's state, so alert state is durable exactly when the block is, and goes
-back (:meth:`~agent.alerts.AlertEngine.rollback`) when the block is not stored. Staleness
+back (:meth:`~agent.alerts.AlertEngine.rollback`) when the block is not stored. A recognised
+redelivery is not evaluated again: its first copy's block, and the state that took it into
+account, are stored (the broker may redeliver an old message after newer ones, which
+evaluated again would clear or raise out of order). Staleness
 rules and rules removed by a reload need a timer: while the engine is on, ingest waits for a
 message at most ``check_interval_s`` and otherwise commits an empty group for the engine's
 :meth:`~agent.alerts.AlertEngine.tick`. Without rules the engine is not called at all: one
@@ -379,13 +382,14 @@ class Ingest:
         return group
 
     async def _commit(self, group: list[ReceivedMessage]) -> None:
-        records = self._process(group)
+        replayed: set[str] = set()
+        records = self._process(group, replayed)
         alerts = self._alerts
         if alerts is not None and alerts.on:
             now_ms = _now_ms()
             # tick first: a removed rule is settled before the group's readings are evaluated
             alert_records = alerts.tick(now_ms)
-            alert_records += alerts.observe(records, now_ms)
+            alert_records += alerts.observe(records, now_ms, replayed=replayed)
             records += alert_records
         else:
             alerts = None
@@ -399,8 +403,12 @@ class Ingest:
         self.stats.groups += 1
         self._queue.tasks_done(len(group))
 
-    def _process(self, group: list[ReceivedMessage]) -> list[Record]:
-        """Run the group through the pipeline; count the outcomes; return the records."""
+    def _process(self, group: list[ReceivedMessage], replayed: set[str]) -> list[Record]:
+        """Run the group through the pipeline; count the outcomes; return the records.
+
+        The ids of recognised redeliveries go to ``replayed``: their first copy's block is
+        stored, and with it the alert state that already took them into account.
+        """
         records: list[Record] = []
         process = self._pipeline.process
         presence = self._presence
@@ -415,6 +423,7 @@ class Ingest:
             if message_id != received.message_id:
                 self.stats.redeliveries_recognised += 1
                 message = dataclasses.replace(received, message_id=message_id)
+                replayed.add(message_id)
             if wills and self._is_last_will(message.topic):
                 self._last_will(message, records)
                 continue

@@ -44,6 +44,7 @@ from agent.alerts.settings import RateOfChangeRule, Severity, StalenessRule, Thr
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Sequence
+    from collections.abc import Set as AbstractSet
 
     from agent.alerts.settings import AlertSettings, Rule
     from agent.model import Record
@@ -60,6 +61,7 @@ spool's 4 MiB journal limit."""
 _DEVICE_CACHE_ENTRIES = 4096
 _EVICTION_SCAN = 64
 _MESSAGE_ID = "message-id"
+_MESSAGE_ID_HEADERS = frozenset((_MESSAGE_ID, "parent-message-id"))
 
 SeriesKey = tuple[str, str, str]
 _Snapshot = tuple[str, bool, str | None, int, int | None, bool, int, str | None]
@@ -226,8 +228,17 @@ class AlertEngine:
         return sum(1 for s in self._series.values() if s.raised)
 
     # ------------------------------------------------------------------ evaluation
-    def observe(self, records: Sequence[Record], now_ms: int) -> list[Record]:
-        """Evaluate the readings among ``records``; return the alert records they cause."""
+    def observe(
+        self, records: Sequence[Record], now_ms: int, *, replayed: AbstractSet[str] = frozenset()
+    ) -> list[Record]:
+        """Evaluate the readings among ``records``; return the alert records they cause.
+
+        Readings of the messages in ``replayed`` (recognised redeliveries, by message id; a
+        multi-reading message's readings by their ``parent-message-id``) are skipped: the
+        stored state already took their first copy into account.
+        """
+        if replayed:
+            records = [r for r in records if not _replayed(r, replayed)]
         out: list[Record] = []
         topic = self._readings_topic
         cache = self._device_rules
@@ -597,6 +608,13 @@ class AlertEngine:
                 self._series[key] = _Series.restore(snap)
         self._undo.clear()
         self._state_stale = True
+
+
+def _replayed(record: Record, replayed: AbstractSet[str]) -> bool:
+    for name, value in record.headers:
+        if name in _MESSAGE_ID_HEADERS and value.decode("ascii", "replace") in replayed:
+            return True
+    return False
 
 
 def _unknown_rule(rule_id: str) -> _Compiled:

@@ -55,9 +55,14 @@ class FakeAcker:
         return (1, 0)
 
 
-def message(i: int, value: float, device: str = "press-1") -> ReceivedMessage:
+def message(
+    i: int, value: float, device: str = "press-1", *, connection: int = 0, dup: bool = False
+) -> ReceivedMessage:
     body = {"device_id": device, "metric": "temp", "value": value, "ts": T0 + i * 1000}
-    return ReceivedMessage("plant/x", json.dumps(body).encode(), 1, False, T0, mid=i + 1)
+    payload = json.dumps(body).encode()
+    return ReceivedMessage(
+        "plant/x", payload, 1, False, T0, mid=i + 1, connection=connection, dup=dup
+    )
 
 
 def ingest_over(spool: FakeSpool, settings: AlertSettings = RULES) -> tuple[Ingest, MessageQueue]:
@@ -147,3 +152,18 @@ async def test_alerts_ingest_without_rules_stores_the_plain_message_id_journal()
     await run(ingest, queue, [message(0, 90)])
     assert not spool.stored_journal.startswith(b"EAJ2")
     assert alert_states(spool) == []
+
+
+async def test_alerts_ingest_does_not_evaluate_a_recognised_redelivery_again():
+    """An old message the broker delivers again after newer ones changes no alert state.
+
+    Raised by m0, cleared by m1, then m0 again (DUP, new connection, recognised): evaluated
+    again it would raise once more; its first copy's effect is already in the stored state.
+    """
+    spool = FakeSpool()
+    ingest, queue = ingest_over(spool)
+    first = message(0, 90)
+    again = message(0, 90, connection=1, dup=True)
+    await run(ingest, queue, [first, message(1, 70), again, message(2, 70, connection=1)])
+    assert ingest.stats.redeliveries_recognised == 1
+    assert alert_states(spool) == [(0, "raised"), (1, "cleared")]
