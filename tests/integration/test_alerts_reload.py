@@ -56,11 +56,12 @@ async def test_alerts_reload_clears_a_removed_raised_rule_and_applies_a_changed_
         records = await consume_all(kafka.bootstrap_servers, alerts_topic, expected=3, settle_s=1.5)
 
     events = [json.loads(r.value) for r in records]
+    shown = [(r.partition, r.offset, json.loads(r.value)["state"]) for r in records]
     assert [(e["rule_id"], e["state"], e["reason"]) for e in events] == [
         ("hot", "raised", "condition"),
         ("hot", "cleared", "rule_removed"),
         ("cold", "raised", "condition"),
-    ]
+    ], (shown, agent.log_tail(40))
     assert events[1]["alert_id"] == events[0]["alert_id"]
     assert events[1]["severity"] == "critical"
     assert await asyncio.to_thread(agent.terminate) == 0
