@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections import defaultdict
 from typing import Any
 
@@ -19,7 +20,9 @@ from tests.infra import KafkaCluster, Mosquitto
 from tests.support.kafka import Consumed, consume_all, create_topic
 from tests.support.wait import wait_for
 
-T0 = 1_700_000_000_000
+T0 = int(time.time() * 1000) - 600_000
+"""Readings from 10 minutes ago on: recent, so Kafka's time-based retention (7 days by
+default, checked every 5 minutes) never deletes the test's records while it reads them."""
 HOT = {
     "id": "hot",
     "kind": "threshold",

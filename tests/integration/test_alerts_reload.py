@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 
 import aiomqtt
 import yaml
@@ -17,7 +18,9 @@ from tests.support.agent import AgentProcess
 from tests.support.kafka import consume_all, create_topic
 from tests.support.kubelet import KubeletVolume
 
-T0 = 1_700_000_000_000
+T0 = int(time.time() * 1000) - 600_000
+"""Readings from 10 minutes ago on: recent, so Kafka's time-based retention (7 days by
+default, checked every 5 minutes) never deletes the test's records while it reads them."""
 
 
 async def test_alerts_reload_clears_a_removed_raised_rule_and_applies_a_changed_one(
