@@ -17,6 +17,8 @@ Contract (see ``docs/reference/alert-rules.md``):
   then calls :meth:`commit`, or :meth:`rollback` when the block was not stored (the state goes
   back to what is on disk). :meth:`load` takes the stored state at start: raised alerts stay
   raised (no second raised), and their clear comes when the value returns (no lost cleared).
+  Recognised MQTT redeliveries are skipped (``replayed``): the stored state already took
+  their first copy into account.
   What is persisted: raised, pending and suppressed series and the keys of staleness series
   (their clocks start again at :meth:`load`). Not persisted: rate windows and rate-limit
   buckets (they start empty/full after a restart).
