@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Literal
 
 from agent import __version__
 from agent._backoff import Backoff
+from agent.alerts import AlertEngine
 from agent.commands import CommandService
 from agent.config import config_hash
 from agent.errors import AgentError, RetryableError
@@ -184,6 +185,7 @@ class Agent:
             raw=topics.raw,
             dlq=topics.dlq,
             lifecycle=settings.lifecycle.topic,
+            alerts=settings.alerts.topic,
         )
         self.metrics.set_config_generation(1)
         self.notifier = Notifier.from_env() if notifier is None else notifier
@@ -205,9 +207,18 @@ class Agent:
         self.presence = Presence(settings.lifecycle, self.lifecycle)
         # Sparkplug B births and aliases: outlive every pipeline (live reloads) and reconnects.
         self.sparkplug = SparkplugState(on_event=self.metrics.sparkplug_event)
+        # The alert engine outlives pipeline reloads: its state is what is raised.
+        self.alerts = AlertEngine(settings.alerts, settings.gateway_id, topics.normalized)
+        alert_topics = (settings.alerts.topic,) if settings.alerts.rules else ()
         self.sink = sink_factory(
             settings.kafka,
-            topics=(topics.normalized, topics.raw, topics.dlq, settings.lifecycle.topic),
+            topics=(
+                topics.normalized,
+                topics.raw,
+                topics.dlq,
+                settings.lifecycle.topic,
+                *alert_topics,
+            ),
             on_uplink=self._on_uplink,
         )
         self.source = source_factory(
@@ -227,6 +238,7 @@ class Agent:
             last_will_filters=settings.lifecycle.last_will_topics,
             on_processed=self._on_processed,
             max_unacked_messages=_max_unacked(settings.mqtt),
+            alerts=self.alerts,
         )
         self.forwarder = Forwarder(
             self.spool,
@@ -248,6 +260,9 @@ class Agent:
         self.metrics.on_render(self._render_spool)
         self.metrics.on_render(lambda: self.metrics.set_mqtt_source(self.source.stats()))
         self.metrics.on_render(lambda: self.metrics.set_devices_online(self.presence.online_count))
+        self.metrics.on_render(
+            lambda: self.metrics.set_alerts(self.alerts.stats, self.alerts.active)
+        )
         self.reloader = Reloader(settings, self, self.lifecycle, self.metrics, overrides=overrides)
         self.remote_source = make_source(settings.remote_config)
         self.commands = (
@@ -305,6 +320,10 @@ class Agent:
                 dlq=topics.dlq,
                 lifecycle=new.lifecycle.topic,
             )
+        if "pipeline" in sections or "alerts" in sections:
+            self.alerts.replace_settings(new.alerts, new.pipeline.topics.normalized)
+            if new.alerts.rules:
+                self.sink.track_topics((new.alerts.topic,))
         if "lifecycle" in sections:
             self.lifecycle.replace_settings(new.lifecycle)
             self.presence.replace_settings(new.lifecycle)

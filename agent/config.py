@@ -68,6 +68,7 @@ from agent._config.sources import (
     read_file,
     secret_values,
 )
+from agent.alerts.settings import AlertSettings
 from agent.commands.settings import CommandsSettings
 from agent.forwarder import ForwarderSettings
 from agent.ingest import IngestSettings
@@ -203,6 +204,10 @@ class AgentSettings(BaseSettings):
         default_factory=CommandsSettings,
         description="Device-bound commands from Kafka to MQTT (off by default).",
     )
+    alerts: AlertSettings = Field(
+        default_factory=AlertSettings,
+        description="Edge alert rules to alerts.topic (no rules by default).",
+    )
 
     @classmethod
     def settings_customise_sources(
@@ -315,6 +320,7 @@ def usability_problems(
     - ``mqtt.host`` that is neither an IP address nor a host name: it never resolves.
     - ``lifecycle.topic`` equal to one of ``pipeline.topics``: lifecycle events would be mixed
       into telemetry (and counted as telemetry in the metrics).
+    - ``alerts.topic`` equal to one of ``pipeline.topics`` or ``lifecycle.topic``: the same.
 
     Args:
         settings: Settings that passed validation.
@@ -349,6 +355,16 @@ def usability_problems(
         problem(
             "lifecycle.topic",
             "is also one of pipeline.topics; give lifecycle events a topic of their own",
+        )
+    if settings.alerts.topic in {
+        topics.normalized,
+        topics.raw,
+        topics.dlq,
+        settings.lifecycle.topic,
+    }:
+        problem(
+            "alerts.topic",
+            "is also one of pipeline.topics or lifecycle.topic; give alerts a topic of their own",
         )
     return problems
 

@@ -137,7 +137,9 @@ def dry_run(
     Returns:
         ``topic``, ``profile``, ``outcome`` (valid, rejected, dropped or last_will), ``reason``,
         ``detail`` and ``records`` (each with ``topic``, ``key``, ``timestamp_ms``, ``headers``
-        and ``value``; bytes that are not UTF-8 are shown with backslash escapes).
+        and ``value``; bytes that are not UTF-8 are shown with backslash escapes). With alert
+        rules, the alert records the message's readings raise from a fresh state (nothing
+        raised yet, no for_s timer running) follow the message's records.
     """
     from paho.mqtt.client import topic_matches_sub  # noqa: PLC0415
 
@@ -166,7 +168,16 @@ def dry_run(
         detail = f"a last will of device {device_id!r}: a device_offline lifecycle event"
         return {**result, "outcome": "last_will", "reason": None, "detail": detail, "records": []}
     processed = pipeline.process(message)
-    return {**result, **_processed(processed)}
+    shown = _processed(processed)
+    if settings.alerts.rules:  # evaluated from a fresh state: as if nothing were raised yet
+        from agent.alerts import AlertEngine  # noqa: PLC0415
+
+        engine = AlertEngine(
+            settings.alerts, settings.gateway_id, settings.pipeline.topics.normalized
+        )
+        alerts = engine.observe(processed.records, received_at_ms)
+        shown["records"] = [*shown["records"], *map(_record, alerts)]  # type: ignore[misc]
+    return {**result, **shown}
 
 
 def _processed(processed: Processed) -> dict[str, object]:

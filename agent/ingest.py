@@ -25,6 +25,19 @@ Per group, not per message: the group is taken from the queue in one call
 (:meth:`MessageQueue.tasks_done`) after its ack; outcomes are counted per group, and the
 metrics hook ``on_processed`` gets one call per (outcome, reason) with the number of messages.
 Whether a topic is a last-will topic is worked out once per topic (a bounded cache).
+
+Alert rules (:mod:`agent.alerts`): when an engine with rules is given, it reads each group's
+normalized records once the group is processed and its alert records join the group's block;
+the journal stored with the block is then :func:`~agent.alerts.pack_journal` of the message-id
+journal and the engine's state, so alert state is durable exactly when the block is, and goes
+back (:meth:`~agent.alerts.AlertEngine.rollback`) when the block is not stored. A recognised
+redelivery is not evaluated again: its first copy's block, and the state that took it into
+account, are stored (the broker may redeliver an old message after newer ones, which
+evaluated again would clear or raise out of order). Staleness
+rules and rules removed by a reload need a timer: while the engine is on, ingest waits for a
+message at most ``check_interval_s`` and otherwise commits an empty group for the engine's
+:meth:`~agent.alerts.AlertEngine.tick`. Without rules the engine is not called at all: one
+check per group, nothing per message.
 """
 
 from __future__ import annotations
@@ -32,6 +45,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import time
 from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
@@ -40,6 +54,7 @@ from paho.mqtt.client import topic_matches_sub
 from pydantic import BaseModel, ConfigDict, Field
 
 from agent._backoff import Backoff
+from agent.alerts import pack_journal, unpack_journal
 from agent.errors import RetryableError
 from agent.pipeline import Outcome
 from agent.pipeline._cache import TopicCache
@@ -50,6 +65,7 @@ from agent.source._redelivery import MAX_ENTRIES, MAX_JOURNAL_ENTRIES
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
 
+    from agent.alerts import AlertEngine
     from agent.model import ReceivedMessage, Record
     from agent.pipeline import Pipeline, Reason
     from agent.pipeline._result import DeviceChange
@@ -279,6 +295,7 @@ class Ingest:
         last_will_filters: tuple[str, ...] = (),
         on_processed: Callable[[Outcome, Reason | None, int], None] | None = None,
         max_unacked_messages: int = MAX_ENTRIES,
+        alerts: AlertEngine | None = None,
     ) -> None:
         """Wire ingest between the source's queue, the pipeline, the spool and the acker.
 
@@ -296,6 +313,8 @@ class Ingest:
             max_unacked_messages: The broker's inflight window (MQTT 5: ``receive_maximum``):
                 only the last this many QoS 1 messages can be redelivered, so the redelivery
                 window keeps no more. 65,536 (every packet id) when unknown (MQTT 3.1.1).
+            alerts: The alert engine (its state is stored with each block); None or an engine
+                without rules costs nothing per message.
         """
         self._queue = queue
         self._pipeline = pipeline
@@ -305,6 +324,7 @@ class Ingest:
         self._presence = presence
         self._last_will_filters = last_will_filters
         self._on_processed = on_processed
+        self._alerts = alerts
         self.spool_writable = True
         self.stats = IngestStats()
         self._window = RedeliveryWindow(
@@ -336,9 +356,13 @@ class Ingest:
         if not self._journal_loaded:
             self._journal_loaded = True
             self._last_journal = self._spool.journal()
-            loaded = self._window.load(self._last_journal)
+            window, alert_state = unpack_journal(self._last_journal)
+            loaded = self._window.load(window)
             if loaded:
                 _log.debug("Loaded the message-id journal.", extra={"entries": loaded})
+            if self._alerts is not None and alert_state:
+                series = self._alerts.load(alert_state, _now_ms())
+                _log.info("Loaded the alert state.", extra={"series": series})
         while True:
             group = await self._next_group()
             await self._commit(group)
@@ -347,7 +371,14 @@ class Ingest:
         queue = self._queue
         settings = self._settings
         limit = settings.max_batch_messages
-        first = await queue.get()
+        alerts = self._alerts
+        if alerts is not None and alerts.on and queue.empty():
+            try:  # the alert engine's timer: an empty group when no message comes
+                first = await asyncio.wait_for(queue.get(), alerts.check_interval_s)
+            except TimeoutError:
+                return []
+        else:
+            first = await queue.get()
         if queue.qsize() < limit - 1 and settings.commit_interval_ms > 0:
             # Linger so the group fills; under load the queue is already deep and we skip this.
             await asyncio.sleep(settings.commit_interval_ms / 1000)
@@ -356,7 +387,34 @@ class Ingest:
             group += queue.get_nowait_many(limit - 1, settings.max_batch_bytes - first.queued_bytes)
         return group
 
-    async def _commit(self, group: list[ReceivedMessage]) -> None:  # noqa: C901 - one pass
+    async def _commit(self, group: list[ReceivedMessage]) -> None:
+        replayed: set[str] = set()
+        records = self._process(group, replayed)
+        alerts = self._alerts
+        if alerts is not None and alerts.on:
+            now_ms = _now_ms()
+            # tick first: a removed rule is settled before the group's readings are evaluated
+            alert_records = alerts.tick(now_ms)
+            alert_records += alerts.observe(records, now_ms, replayed=replayed)
+            records += alert_records
+        else:
+            alerts = None
+        if records:
+            await self._store(records, alerts)
+        elif alerts is not None:
+            alerts.commit()
+        if not group:
+            return
+        self._ack(group)
+        self.stats.groups += 1
+        self._queue.tasks_done(len(group))
+
+    def _process(self, group: list[ReceivedMessage], replayed: set[str]) -> list[Record]:
+        """Run the group through the pipeline; count the outcomes; return the records.
+
+        The ids of recognised redeliveries go to ``replayed``: their first copy's block is
+        stored, and with it the alert state that already took them into account.
+        """
         records: list[Record] = []
         process = self._pipeline.process
         presence = self._presence
@@ -372,6 +430,7 @@ class Ingest:
             if message_id != received.message_id:
                 self.stats.redeliveries_recognised += 1
                 message = dataclasses.replace(received, message_id=message_id)
+                replayed.add(message_id)
             if wills and self._is_last_will(message.topic):
                 self._last_will(message, records)
                 continue
@@ -386,23 +445,33 @@ class Ingest:
             elif presence is not None and processed.device_id is not None:
                 presence.seen(processed.device_id, message.received_at_ms)
         self._count(valid, others)
-        if records:
-            self._window.confirm(*self._acker.confirmed_acks)
-            journal: bytes | None = self._window.journal()
-            if journal == self._last_journal:
-                journal = None  # unchanged: spare the write
+        return records
+
+    async def _store(self, records: list[Record], alerts: AlertEngine | None) -> None:
+        """Append the group's block with the journal; settle the alert state with it."""
+        self._window.confirm(*self._acker.confirmed_acks)
+        window = self._window.journal()
+        journal: bytes | None = window if alerts is None else pack_journal(window, alerts.state())
+        if journal == self._last_journal:
+            journal = None  # unchanged: spare the write
+        try:
             result = await self._append(records, journal)
+        except BaseException:
+            if alerts is not None:
+                alerts.rollback()  # not stored (or to be treated so): back to the disk's state
+            raise
+        if result.accepted:
             if journal is not None:
                 self._last_journal = journal
-            if result.accepted:
-                self.stats.records_spooled += len(records)
-            else:
-                # drop_newest: the spool counted and reported the drop; the messages are acked
-                # because keeping them would only stall the broker behind a full spool.
-                self.stats.records_refused_by_spool += len(records)
-        self._ack(group)
-        self.stats.groups += 1
-        self._queue.tasks_done(len(group))
+            self.stats.records_spooled += len(records)
+            if alerts is not None:
+                alerts.commit()
+        else:
+            # drop_newest: the spool counted and reported the drop; the messages are acked
+            # because keeping them would only stall the broker behind a full spool.
+            self.stats.records_refused_by_spool += len(records)
+            if alerts is not None:
+                alerts.rollback()
 
     def _ack(self, group: list[ReceivedMessage]) -> None:
         """Ack the group and tell the window when its PUBACKs count as processed."""
@@ -502,3 +571,7 @@ class Ingest:
                 stats.rejected[str(reason)] += count
             else:
                 stats.dropped[str(reason)] += count
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)

@@ -59,6 +59,7 @@ from agent.spool import SpoolDropped, SpoolQuarantined
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
 
+    from agent.alerts import AlertStats
     from agent.model import Record, SpoolBlock
     from agent.source import MqttSourceStats
     from agent.spool import SpoolEvent, SpoolStats
@@ -100,6 +101,8 @@ class TopicKind(enum.StrEnum):
     """Rejected messages (``pipeline.topics.dlq``)."""
     LIFECYCLE = "lifecycle"
     """Lifecycle events (``lifecycle.topic``)."""
+    ALERTS = "alerts"
+    """Alert records (``alerts.topic``)."""
 
 
 class RecordDropReason(enum.StrEnum):
@@ -324,6 +327,26 @@ class Metrics:
             "clock_ahead_of_kafka_seconds",
             "Lower bound of how far the gateway clock is ahead of Kafka's (0: none detected).",
         )
+        self._alerts = c(
+            "alerts_total", "Alert records written, by rule and state.", ("rule_id", "state")
+        )
+        self._alerts_active = g("alerts_active", "Alerts raised and not yet cleared.")
+        self._alerts_suppressed = c(
+            "alerts_suppressed_total",
+            "Raised alerts held back by their rule's max_raised_per_minute.",
+            ("rule_id",),
+        )
+        self._alerts_evicted = c(
+            "alerts_evicted_total",
+            "Alert series forgotten or not tracked because alerts.max_series was reached.",
+        )
+        self._alerts_ignored = c(
+            "alerts_readings_ignored_total",
+            "Boolean or string readings selected by a threshold or rate rule (numbers only).",
+        )
+        self._alert_followers: dict[tuple[str, str], _TotalsFollower] = {}
+        self._alerts_evicted_total = _TotalsFollower(self._alerts_evicted)
+        self._alerts_ignored_total = _TotalsFollower(self._alerts_ignored)
 
     def _preinitialise(self) -> None:
         for mqtt_reason in MqttDropReason:
@@ -449,7 +472,9 @@ class Metrics:
             self._spool_max_size.set(stats.max_size_bytes)
 
     # ------------------------------------------------------------------ forwarder: event-updated
-    def set_topics(self, *, normalized: str, raw: str, dlq: str, lifecycle: str) -> None:
+    def set_topics(
+        self, *, normalized: str, raw: str, dlq: str, lifecycle: str, alerts: str | None = None
+    ) -> None:
         """Say which configured topic is which kind (at start and after every reload).
 
         Earlier names are kept, so records spooled under a topic name that a reload since
@@ -464,6 +489,8 @@ class Metrics:
                     lifecycle: TopicKind.LIFECYCLE,
                 }
             )
+            if alerts is not None:
+                self._topic_kinds[alerts] = TopicKind.ALERTS
 
     def topic_kind(self, topic: str) -> TopicKind | None:
         """The kind of a topic named by :meth:`set_topics`, or None."""
@@ -551,6 +578,32 @@ class Metrics:
                 follower.follow(stats.dropped.get(mqtt_reason, 0))
             for ack_reason, follower in self._acks_skipped_totals.items():
                 follower.follow(stats.ack_skipped.get(ack_reason, 0))
+
+    def set_alerts(self, stats: AlertStats, active: int) -> None:
+        """Snapshot of the alert engine: its running totals as counters, the active gauge.
+
+        ``rule_id`` values come from the configured rules (bounded by the config).
+        """
+        self._alerts_active.set(active)
+        with self._lock:
+            followers = self._alert_followers
+            for state, totals in (
+                ("raised", stats.raised),
+                ("cleared", stats.cleared),
+                ("suppressed", stats.suppressed),
+            ):
+                for rule_id, total in totals.items():
+                    follower = followers.get((state, rule_id))
+                    if follower is None:
+                        counter = (
+                            self._alerts_suppressed.labels(rule_id=rule_id)
+                            if state == "suppressed"
+                            else self._alerts.labels(rule_id=rule_id, state=state)
+                        )
+                        follower = followers[state, rule_id] = _TotalsFollower(counter)
+                    follower.follow(total)
+            self._alerts_evicted_total.follow(stats.evicted)
+            self._alerts_ignored_total.follow(stats.ignored_not_a_number)
 
     # ------------------------------------------------------------------ config, lifecycle
     def set_config_generation(self, generation: int) -> None:

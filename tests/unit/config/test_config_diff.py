@@ -42,6 +42,9 @@ EXPECTED_LIVE = {
     "lifecycle.device_offline_after_secs",
     "lifecycle.rate_limit_burst",
     "lifecycle.rate_limit_per_min",
+    "alerts.rules",
+    "alerts.max_series",
+    "alerts.check_interval_s",
 }
 
 
