@@ -448,10 +448,14 @@ class Agent(System):
             "spool": {"directory": str(self.dir / "spool")},
             "http": {"listen_host": "127.0.0.1", "port": self.http_port},
         }  # fmt: skip
+        for item in env.args.agent_set:
+            apply_override(config, item)
         (self.dir / "agent.yaml").write_text(yaml.safe_dump(config))
 
     def argv(self) -> list[str]:
-        return [sys.executable, "-m", "agent", "run", "--config", str(self.dir / "agent.yaml")]
+        wrapper = self.env.args.agent_wrapper
+        entry = [str(wrapper)] if wrapper else ["-m", "agent"]
+        return [sys.executable, *entry, "run", "--config", str(self.dir / "agent.yaml")]
 
     def ready_line(self) -> str:
         return "MQTT subscribed"
@@ -468,6 +472,18 @@ class Agent(System):
                 base = name.split("{", 1)[0]
                 out[base] = out.get(base, 0.0) + float(value)
         return out
+
+
+def apply_override(config: dict[str, object], item: str) -> None:
+    """Apply ``a.b.c=VALUE`` (VALUE parsed as YAML) to the agent's config dict."""
+    key, sep, raw = item.partition("=")
+    if not sep:
+        raise SystemExit(f"--agent-set {item!r}: expected KEY=VALUE")
+    *parents, leaf = key.split(".")
+    node = config
+    for part in parents:
+        node = node.setdefault(part, {})  # type: ignore[assignment]
+    node[leaf] = yaml.safe_load(raw)
 
 
 SYSTEM_CLASSES: dict[str, type[System]] = {
@@ -740,6 +756,12 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--latency-secs", type=float, default=6, help="0 skips the paced phase")
     parser.add_argument("--outage", action="store_true", help="agent: Kafka outage and drain")
     parser.add_argument("--out", type=Path, help=f"results directory (default under {RESULTS_DIR})")
+    parser.add_argument("--agent-set", action="append", default=[], metavar="KEY=VALUE",
+                        help="agent option in dotted form, VALUE as YAML (repeatable), e.g. "
+                             "forwarder.max_in_flight_blocks=4")  # fmt: skip
+    parser.add_argument("--agent-wrapper", type=Path, metavar="SCRIPT",
+                        help="run the agent through this Python script instead of -m agent "
+                             "(same arguments), e.g. a tracemalloc wrapper")  # fmt: skip
     args = parser.parse_args()
     args.systems = [s.strip() for s in args.systems.split(",") if s.strip()]
     unknown = set(args.systems) - set(SYSTEMS)
