@@ -225,8 +225,8 @@ def _decode_records(data: bytes, offset: int, count: int) -> tuple[Record, ...]:
 
     A block's records mostly repeat the topic, every header name and some header values (the
     gateway id, the schema version): decoding each again would keep one copy per record in
-    memory for as long as the block is in flight. ``shared`` maps the encoded bytes to the
-    object already decoded for them.
+    memory for as long as the block is in flight. ``topics``, ``names`` and ``pairs`` map the
+    encoded bytes to the object already decoded for them (a pair's key is its name and value).
     """
     unpack_record = _RECORD.unpack_from
     unpack_header = _RECORD_HEADER.unpack_from
