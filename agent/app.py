@@ -38,9 +38,9 @@ import time
 from typing import TYPE_CHECKING, Literal
 
 from agent import __version__
+from agent import commands as _commands  # the service is imported on use (off by default)
 from agent._backoff import Backoff
 from agent.alerts import AlertEngine
-from agent.commands import CommandService
 from agent.config import config_hash
 from agent.errors import AgentError, RetryableError
 from agent.forwarder import Forwarder
@@ -266,7 +266,7 @@ class Agent:
         self.reloader = Reloader(settings, self, self.lifecycle, self.metrics, overrides=overrides)
         self.remote_source = make_source(settings.remote_config)
         self.commands = (
-            CommandService(
+            _commands.CommandService(
                 settings,
                 lifecycle=self.lifecycle,
                 spool=self.counting_spool,

@@ -48,7 +48,8 @@ Contract:
   ``resend_limit``.
 - A spool read or remove that fails with :class:`~agent.errors.RetryableError` (disk full, I/O
   error) is retried with back-off, logged once; the forwarder never exits because of it.
-- At most ``max_in_flight_blocks`` blocks are in the producer at once (bounded memory).
+- At most ``max_in_flight_blocks`` blocks, holding at most ``max_in_flight_records`` records
+  (one block more when a single block is larger), are in the producer at once (bounded memory).
 """
 
 from __future__ import annotations
@@ -106,6 +107,17 @@ class ForwarderSettings(BaseModel):
         description="Spool blocks in the producer at once.",
         json_schema_extra={"reload": "restart"},
     )
+    max_in_flight_records: int = Field(
+        default=4000,
+        ge=1,
+        le=1_000_000,
+        description=(
+            "Records in the producer at once, whatever the blocks hold (a block larger than "
+            "this still goes out alone). At full load blocks hold hundreds of records and each "
+            "in-flight record costs about 1 KiB of memory until Kafka acknowledges it."
+        ),
+        json_schema_extra={"reload": "restart"},
+    )
     retry_initial_secs: float = Field(
         default=0.5,
         gt=0,
@@ -133,7 +145,9 @@ class ForwarderSettings(BaseModel):
 class SpoolReader(Protocol):
     """What the forwarder needs from the spool."""
 
-    async def read(self, after_block_id: int | None, max_blocks: int) -> list[SpoolBlock]:
+    async def read(
+        self, after_block_id: int | None, max_blocks: int, max_records: int | None = None
+    ) -> list[SpoolBlock]:
         """Blocks after the cursor, oldest first (leased to the forwarder)."""
         ...
 
@@ -322,11 +336,13 @@ class Forwarder:
         self._stalled = False
         if not await self._send_series(self._window):
             return
-        free = self._settings.max_in_flight_blocks - len(self._window)
-        if free <= 0:
+        settings = self._settings
+        free = settings.max_in_flight_blocks - len(self._window)
+        room = settings.max_in_flight_records - sum(len(d.slots) for d in self._window)
+        if free <= 0 or room <= 0:
             return
         cursor = self._cursor
-        blocks = await self._retrying("read", lambda: self._spool.read(cursor, free))
+        blocks = await self._retrying("read", lambda: self._spool.read(cursor, free, room))
         fresh: list[Delivery] = []
         for block in blocks:
             self._cursor = block.block_id

@@ -22,19 +22,21 @@ Phases, per system (the system keeps running across them):
    in Kafka (sum of the partitions' end offsets). CPU µs/msg from ``/proc/PID/stat`` (user +
    system) of the system's process over that window, peak RSS (``VmHWM``), disk bytes written
    (``/proc/PID/io`` ``write_bytes``) per payload byte.
-2. Latency: a paced phase at ``--latency-rate`` msg/s for ``--latency-secs`` (after a 1 s
-   warm-up): a feeder thread writes readings stamped with the current time into the publishers'
-   stdin; latency = the record's append time in Kafka (``LogAppendTime``: with one replica the
-   record is readable from then on) minus the reading's ``ts`` (epoch ms, set on the publisher
-   side). Telegraf and the bridge forward the payload byte for byte; the agent's
+2. Latency: a paced phase at ``--latency-rate`` msg/s for ``--latency-secs`` (30 s by default,
+   after a 1 s warm-up): a feeder thread writes readings stamped with the current time into the
+   publishers' stdin; latency = the record's append time in Kafka (``LogAppendTime``: with one
+   replica the record is readable from then on) minus the reading's ``ts`` (epoch ms, set on the
+   publisher side). Telegraf and the bridge forward the payload byte for byte; the agent's
    normalized record carries the same ``ts`` in its canonical JSON, so one extractor serves all.
+   Prints p50/p99, p99.9, the maximum and the records over 50 ms, and writes
+   ``<system>-latency.csv`` (publish time, latency) to find the stalls behind a p99.
 
 ``--outage`` (agent): Kafka stopped, ``--messages`` published into the spool, Kafka restarted;
 prints ingest and drain rates and writes a PNG (ingest rate, spool depth, drain rate over time;
 sampled from the agent's ``/metrics``) next to the numbers. What each system loses or duplicates
 when SIGKILLed: ``bench/kill_compare.py``.
 
-    .venv/bin/python bench/compare.py                           # all systems, ~3 min
+    .venv/bin/python bench/compare.py                           # all systems, ~6 min
     .venv/bin/python bench/compare.py --systems agent,telegraf --outage
     flock /tmp/bench.lock .venv/bin/python bench/compare.py     # on a shared machine
 
@@ -243,7 +245,11 @@ class KafkaProbe:
         return time.monotonic()
 
     async def latencies(
-        self, start: dict[TopicPartition, int], count: int, not_before_ms: int
+        self,
+        start: dict[TopicPartition, int],
+        count: int,
+        not_before_ms: int,
+        timeline: list[tuple[int, float]] | None = None,
     ) -> list[float]:
         """Latency of the ``count`` records after ``start`` stamped at or after ``not_before_ms``.
 
@@ -265,6 +271,8 @@ class KafkaProbe:
                     match = TS_RE.search(m.value)
                     if match and (ts := int(match.group(1))) >= not_before_ms:
                         out.append(float(m.timestamp - ts))
+                        if timeline is not None:
+                            timeline.append((ts, float(m.timestamp - ts)))
         return out
 
 
@@ -448,10 +456,14 @@ class Agent(System):
             "spool": {"directory": str(self.dir / "spool")},
             "http": {"listen_host": "127.0.0.1", "port": self.http_port},
         }  # fmt: skip
+        for item in env.args.agent_set:
+            apply_override(config, item)
         (self.dir / "agent.yaml").write_text(yaml.safe_dump(config))
 
     def argv(self) -> list[str]:
-        return [sys.executable, "-m", "agent", "run", "--config", str(self.dir / "agent.yaml")]
+        wrapper = self.env.args.agent_wrapper
+        entry = [str(wrapper)] if wrapper else ["-m", "agent"]
+        return [sys.executable, *entry, "run", "--config", str(self.dir / "agent.yaml")]
 
     def ready_line(self) -> str:
         return "MQTT subscribed"
@@ -468,6 +480,18 @@ class Agent(System):
                 base = name.split("{", 1)[0]
                 out[base] = out.get(base, 0.0) + float(value)
         return out
+
+
+def apply_override(config: dict[str, object], item: str) -> None:
+    """Apply ``a.b.c=VALUE`` (VALUE parsed as YAML) to the agent's config dict."""
+    key, sep, raw = item.partition("=")
+    if not sep:
+        raise SystemExit(f"--agent-set {item!r}: expected KEY=VALUE")
+    *parents, leaf = key.split(".")
+    node = config
+    for part in parents:
+        node = node.setdefault(part, {})  # type: ignore[assignment]
+    node[leaf] = yaml.safe_load(raw)
 
 
 SYSTEM_CLASSES: dict[str, type[System]] = {
@@ -557,13 +581,20 @@ async def run_system(system: System, env: Env, files: list[Path], total: int) ->
                 await probe.wait_readable(sum(start.values()) + feeder.sent, 120)
             finally:
                 feeder.stop_flag.set()
-            lat = await probe.latencies(start, feeder.sent, not_before)
+            timeline: list[tuple[int, float]] = []
+            lat = await probe.latencies(start, feeder.sent, not_before, timeline)
             if lat:
                 res.p50, res.p99 = percentile(lat, 0.5), percentile(lat, 0.99)
+                over = sum(1 for v in lat if v > 50)  # the target, ms
                 print(
-                    f"  {system.name}: latency p50/p99 {res.p50:.1f}/{res.p99:.1f} ms "
+                    f"  {system.name}: latency p50/p99 {res.p50:.1f}/{res.p99:.1f} ms, p99.9 "
+                    f"{percentile(lat, 0.999):.0f} ms, max {max(lat):.0f} ms, {over} over 50 ms "
                     f"({len(lat)} records at {args.latency_rate:,.0f} msg/s)",
                     flush=True,
+                )
+                # publish time (epoch ms), latency (ms): find the stalls behind the p99
+                (args.out / f"{system.name}-latency.csv").write_text(
+                    "".join(f"{ts},{v:.0f}\n" for ts, v in sorted(timeline))
                 )
         if args.outage and isinstance(system, Agent):
             res.extra = await outage(system, env, probe, files, total)
@@ -737,9 +768,17 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--devices", type=int, default=20)
     parser.add_argument("--payload-bytes", type=int, default=256)
     parser.add_argument("--latency-rate", type=float, default=5000, help="paced phase, msg/s")
-    parser.add_argument("--latency-secs", type=float, default=6, help="0 skips the paced phase")
+    parser.add_argument("--latency-secs", type=float, default=30,
+                        help="0 skips the paced phase; long enough that a p99 is not decided by "
+                             "one or two stalls (1%% of 6 s is 60 ms of records)")  # fmt: skip
     parser.add_argument("--outage", action="store_true", help="agent: Kafka outage and drain")
     parser.add_argument("--out", type=Path, help=f"results directory (default under {RESULTS_DIR})")
+    parser.add_argument("--agent-set", action="append", default=[], metavar="KEY=VALUE",
+                        help="agent option in dotted form, VALUE as YAML (repeatable), e.g. "
+                             "forwarder.max_in_flight_blocks=4")  # fmt: skip
+    parser.add_argument("--agent-wrapper", type=Path, metavar="SCRIPT",
+                        help="run the agent through this Python script instead of -m agent "
+                             "(same arguments), e.g. a tracemalloc wrapper")  # fmt: skip
     args = parser.parse_args()
     args.systems = [s.strip() for s in args.systems.split(",") if s.strip()]
     unknown = set(args.systems) - set(SYSTEMS)

@@ -8,7 +8,26 @@ command, the allow-list), :mod:`~.dedupe` (the persistent command-id window),
 ``docs/design/commands.md``; operating it: ``docs/how-to/commands.md``.
 """
 
-from agent.commands.service import CommandService
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
 from agent.commands.settings import CommandsSettings
 
+if TYPE_CHECKING:
+    from agent.commands.service import CommandService
+
 __all__ = ["CommandService", "CommandsSettings"]
+
+
+def __getattr__(name: str) -> Any:  # noqa: ANN401 - module attribute, typed by the import above
+    """Import the service (Kafka consumer, MQTT publisher, schema) on first use only.
+
+    Commands are off by default: the configuration needs only :class:`CommandsSettings`, and
+    an agent that never builds a :class:`CommandService` does not pay for its modules' memory.
+    """
+    if name == "CommandService":
+        from agent.commands.service import CommandService  # noqa: PLC0415 - lazy on purpose
+
+        return CommandService
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -221,12 +221,22 @@ def _decompress(data: bytes) -> bytes:
 
 
 def _decode_records(data: bytes, offset: int, count: int) -> tuple[Record, ...]:
+    """Decode ``count`` records; equal topics and header pairs of a block share one object.
+
+    A block's records mostly repeat the topic, every header name and some header values (the
+    gateway id, the schema version): decoding each again would keep one copy per record in
+    memory for as long as the block is in flight. ``topics``, ``names`` and ``pairs`` map the
+    encoded bytes to the object already decoded for them (a pair's key is its name and value).
+    """
     unpack_record = _RECORD.unpack_from
     unpack_header = _RECORD_HEADER.unpack_from
     record_size = _RECORD.size
     header_size = _RECORD_HEADER.size
     end = len(data)
     records: list[Record] = []
+    topics: dict[bytes, str] = {}
+    names: dict[bytes, str] = {}
+    pairs: dict[bytes, tuple[str, bytes]] = {}  # name and value bytes → the pair
     for _ in range(count):
         timestamp_ms, topic_len, key_len, value_len, header_count = unpack_record(data, offset)
         offset += record_size
@@ -235,7 +245,10 @@ def _decode_records(data: bytes, offset: int, count: int) -> tuple[Record, ...]:
         value_end = key_end + value_len
         if value_end > end or key_len < _NO_KEY:
             raise ValueError("a record runs past the end of the block")
-        topic = data[offset:topic_end].decode()
+        raw_topic = data[offset:topic_end]
+        topic = topics.get(raw_topic)
+        if topic is None:
+            topic = topics[raw_topic] = raw_topic.decode()
         key = None if key_len == _NO_KEY else data[topic_end:key_end]
         value = data[key_end:value_end]
         offset = value_end
@@ -247,7 +260,15 @@ def _decode_records(data: bytes, offset: int, count: int) -> tuple[Record, ...]:
             header_value_end = name_end + header_value_len
             if header_value_end > end:
                 raise ValueError("a header runs past the end of the block")
-            headers.append((data[offset:name_end].decode(), data[name_end:header_value_end]))
+            raw = data[offset:header_value_end]
+            pair = pairs.get(raw)
+            if pair is None:
+                raw_name = data[offset:name_end]
+                name = names.get(raw_name)
+                if name is None:
+                    name = names[raw_name] = raw_name.decode()
+                pair = pairs[raw] = (name, data[name_end:header_value_end])
+            headers.append(pair)
             offset = header_value_end
         records.append(Record(topic, key, value, tuple(headers), timestamp_ms))
     if offset != end:

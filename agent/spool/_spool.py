@@ -224,9 +224,15 @@ class Spool:
             return outcome
 
     async def read(
-        self, after_block_id: int | None = None, max_blocks: int = 16
+        self,
+        after_block_id: int | None = None,
+        max_blocks: int = 16,
+        max_records: int | None = None,
     ) -> list[SpoolBlock]:
         """Return and lease up to ``max_blocks`` blocks with ids above ``after_block_id``.
+
+        With ``max_records`` the blocks hold at most that many records together; the first block
+        is returned whatever its size.
 
         Blocks come oldest first. Pass the id of the last block already taken (None for the
         start) so blocks in flight are not returned again. Every block returned is leased until
@@ -242,7 +248,9 @@ class Spool:
         """
         if max_blocks < 1:
             raise ValueError(f"max_blocks must be at least 1, not {max_blocks}.")
-        return await self._run(self._store.read, after_block_id, max_blocks)
+        if max_records is not None and max_records < 1:
+            raise ValueError(f"max_records must be at least 1, not {max_records}.")
+        return await self._run(self._store.read, after_block_id, max_blocks, max_records)
 
     async def wait_for_data(self, after_block_id: int | None = None) -> bool:
         """Wait until a block with an id above ``after_block_id`` is stored.

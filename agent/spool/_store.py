@@ -498,12 +498,15 @@ class Store:
                 )
         return block_ids
 
-    def read(self, after_block_id: int | None, max_blocks: int) -> list[SpoolBlock]:
+    def read(
+        self, after_block_id: int | None, max_blocks: int, max_records: int | None = None
+    ) -> list[SpoolBlock]:
         """Return and lease up to ``max_blocks`` blocks with ids above ``after_block_id``.
 
-        Expired blocks met on the way are dropped (unless leased; at most ``EXPIRE_CHUNK`` per
-        call, so the result may be empty while later blocks exist), unreadable ones
-        quarantined; neither raises.
+        With ``max_records``, the blocks returned hold at most that many records together,
+        except that the first block is returned whatever its size. Expired blocks met on the
+        way are dropped (unless leased; at most ``EXPIRE_CHUNK`` per call, so the result may be
+        empty while later blocks exist), unreadable ones quarantined; neither raises.
 
         Raises:
             RetryableError: SQLite failed as a whole (not because of one block).
@@ -515,10 +518,13 @@ class Store:
         blocks: list[SpoolBlock] = []
         expired: list[int] = []
         bad: list[_BadRow] = []
+        records_left = max_records if max_records is not None else index.total_records
         with self._translated("read the spool"):
             for pos in index.live_after(after_block_id):
                 if len(blocks) >= max_blocks or len(expired) >= EXPIRE_CHUNK:
                     break  # a long run of expired blocks is dropped a chunk per call
+                if blocks and index.records[pos] > records_left:
+                    break
                 block_id = index.ids[pos]
                 if (
                     cutoff is not None
@@ -532,6 +538,7 @@ class Store:
                     bad.append(block_or_bad)
                 else:
                     blocks.append(block_or_bad)
+                    records_left -= index.records[pos]
         self._leased.update(block.block_id for block in blocks)
         self._drop(expired, DropReason.EXPIRED, strict=False)
         self._quarantine(bad)

@@ -82,6 +82,21 @@ async def test_forwarder_removes_blocks_only_after_every_record_is_acked():
     assert h.forwarder.stats.records_forwarded == 6
 
 
+async def test_forwarder_in_flight_records_stay_under_max_in_flight_records():
+    """Blocks join the window only while the records in flight stay under the cap (memory)."""
+    h = Harness([], max_in_flight_blocks=16, max_in_flight_records=5)
+    async with h.running():
+        await _establish(h, *(_block(f"{i}-0", f"{i}-1") for i in range(1, 6)))
+        await until(lambda: sum(len(b) for _, b in h.broker.producers[0].held) == 4)
+        assert h.forwarder.in_flight_blocks == 2  # 4 records; a third block would make 6
+        h.broker.release()
+        await until(h.drained)
+    assert h.broker.values("t") == [
+        b"w",
+        *(f"{i}-{j}".encode() for i in range(1, 6) for j in (0, 1)),
+    ]
+
+
 async def test_forwarder_stalled_on_a_new_topic_still_hands_over_what_it_staged():
     """A topic without metadata stops the round; the records staged before it go out at once."""
     h = Harness([_block("a"), _block("x", topic="new")], sink={"ack_timeout_secs": 30})

@@ -321,12 +321,25 @@ class FakeSpool:
         self.changed.set()
         return block_id
 
-    async def read(self, after_block_id: int | None, max_blocks: int) -> list[SpoolBlock]:
+    async def read(
+        self, after_block_id: int | None, max_blocks: int, max_records: int | None = None
+    ) -> list[SpoolBlock]:
         if self.fail_reads:
             self.fail_reads -= 1
             raise RetryableError("disk I/O error")
         ids = sorted(i for i in self.blocks if after_block_id is None or i > after_block_id)
-        return [self.blocks[i] for i in ids[:max_blocks]]
+        out: list[SpoolBlock] = []
+        left = (
+            max_records
+            if max_records is not None
+            else sum(len(b.records) for b in self.blocks.values())
+        )
+        for i in ids[:max_blocks]:
+            if out and len(self.blocks[i].records) > left:
+                break
+            out.append(self.blocks[i])
+            left -= len(self.blocks[i].records)
+        return out
 
     async def wait_for_data(self, after_block_id: int | None = None) -> bool:
         while not await self.read(after_block_id, 1):

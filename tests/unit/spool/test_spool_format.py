@@ -183,3 +183,18 @@ def test_format_bad_compressed_payload_is_refused_as_bad_records(
     with pytest.raises(BlockFormatError) as raised:
         decode_block(_version_2(records_len, frame))
     assert raised.value.reason is QuarantineReason.BAD_RECORDS
+
+
+def test_decode_block_shares_the_topic_and_equal_headers_between_records():
+    """Records decoded from one block share their topic and equal header pairs (memory)."""
+    records = [
+        Record("t", b"k", b"v%d" % i, (("message-id", b"%d" % i), ("gateway-id", b"gw")), i)
+        for i in range(3)
+    ]
+    _, decoded = decode_block(encode_block(records, created_at_ms=0))
+    assert list(decoded) == records
+    first, *rest = decoded
+    for record in rest:
+        assert record.topic is first.topic
+        assert record.headers[1] is first.headers[1]  # the same gateway-id pair
+        assert record.headers[0][0] is first.headers[0][0]  # the same "message-id" name

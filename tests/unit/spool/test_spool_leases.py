@@ -81,3 +81,14 @@ async def test_spool_close_counts_blocks_dropped_while_leased(open_spool, make_b
     await spool.append(make_batch(20, 10))
     await spool.close()
     assert events == [SpoolDropped(DropReason.SPOOL_FULL_DROP_OLDEST, 10, _size(make_batch))]
+
+
+async def test_spool_read_max_records_bounds_the_records_returned(open_spool, make_batch):
+    """``max_records`` stops before a block that would exceed it; the first block always comes."""
+    spool = await open_spool()
+    for start in range(0, 40, 10):
+        await spool.append(make_batch(start, 10))
+    assert [b.block_id for b in await spool.read(None, max_blocks=4, max_records=25)] == [1, 2]
+    assert [b.block_id for b in await spool.read(2, max_blocks=4, max_records=5)] == [3]
+    assert [b.block_id for b in await spool.read(3, max_blocks=4, max_records=10)] == [4]
+    assert spool.stats().leased_blocks == 4
