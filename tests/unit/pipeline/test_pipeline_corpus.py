@@ -47,7 +47,7 @@ def test_corpus_covers_every_payload_reason():
         Reason.INTERNAL_ERROR,
         Reason.NO_READINGS,  # profiles only
         Reason.BAD_LINE_PROTOCOL,  # the influx_line profile only
-        Reason.UNKNOWN_ALIAS,  # sparkplug_b only: tests/unit/pipeline/test_sparkplug.py
+        Reason.UNKNOWN_ALIAS,  # sparkplug_b only: tests/unit/pipeline/test_pipeline_sparkplug.py
         Reason.NOT_PROTOBUF,  # sparkplug_b only
     }
     assert {Reason(reason) for *_, reason in BAD_PAYLOADS} == set(Reason) - settings_only
