@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import logging
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -111,6 +112,10 @@ async def main() -> int:
     parser.add_argument("--outage-secs", type=float, default=15)
     args = parser.parse_args()
     logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
+    # SIGTERM (a supervisor, `timeout`) stops the demo as Ctrl-C does: through the cleanup below.
+    main_task = asyncio.current_task()
+    assert main_task is not None  # noqa: S101 - asyncio.run runs main() as a task
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, main_task.cancel)
 
     reap_stale()
     work = Path(tempfile.mkdtemp(prefix="edge-agent-demo-"))
@@ -194,7 +199,8 @@ async def run_demo(args, sim: Simulator, kafka: KafkaCluster, log: Path, interac
     seen = 0
     last_published = last_normalized = 0
     async with asyncio.TaskGroup() as tg:
-        tasks = [tg.create_task(sim.run()), tg.create_task(tally.run(kafka.bootstrap_servers))]
+        tg.create_task(sim.run())
+        tally_task = tg.create_task(tally.run(kafka.bootstrap_servers))
         try:
             while not args.duration_secs or time.monotonic() - started < args.duration_secs:
                 await asyncio.sleep(2)
@@ -230,8 +236,10 @@ async def run_demo(args, sim: Simulator, kafka: KafkaCluster, log: Path, interac
         finally:
             if interactive:
                 loop.remove_reader(sys.stdin.fileno())
-            for task in tasks:
-                task.cancel()
+            # stop(), not cancel(): a cancel that lands in a failing publish is spent there and
+            # leaves the simulator running (Python 3.11), which kept the demo from ending.
+            sim.stop()
+            tally_task.cancel()
     if uplink_cut:
         await asyncio.to_thread(kafka.start_node, 1)
 
@@ -242,5 +250,5 @@ def kafka_version() -> str:
 
 
 if __name__ == "__main__":
-    with contextlib.suppress(KeyboardInterrupt):
+    with contextlib.suppress(KeyboardInterrupt, asyncio.CancelledError):
         sys.exit(asyncio.run(main()))
