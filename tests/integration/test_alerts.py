@@ -180,24 +180,32 @@ async def test_alerts_two_sigkills_mid_stream_keep_exactly_one_pair_per_crossing
     crossings, devices = 20, 4
     agent, alerts_topic = await _start(agent_factory, kafka, [HOT])
     cycle = [70, 81, 78, 83, 76.5, 80.5, 79, 74, 77, 79.5, 76]
-    published = [0]
+    total = crossings * len(cycle) * devices
+    kill_at = [int(f * total) for f in (0.3, 0.6)]
+    reached = [asyncio.Event() for _ in kill_at]
+    restarted = [asyncio.Event() for _ in kill_at]
 
     async def publish() -> None:
+        """Publish every reading; at each kill point, hand over until the agent was restarted."""
+        published = 0
         async with aiomqtt.Client("127.0.0.1", mosquitto.port) as client:
             for i in range(crossings * len(cycle)):
                 for d in range(devices):
                     payload = json.dumps({"value": cycle[i % len(cycle)], "ts": T0 + i * 1000})
                     await client.publish(f"{agent.topic_prefix}/press-{d}/temp", payload, qos=1)
-                    published[0] += 1
-                await asyncio.sleep(0.002)  # pacing, so the kills land mid-stream
+                    published += 1
+                    if published in kill_at:  # the agent is still working through the stream
+                        n = kill_at.index(published)
+                        reached[n].set()
+                        await restarted[n].wait()
 
-    total = crossings * len(cycle) * devices
     async with asyncio.TaskGroup() as tg:
         publishing = tg.create_task(publish())
-        for fraction in (0.3, 0.6):
-            await wait_for(lambda f=fraction: published[0] >= f * total, 60, "publishing")
+        for n in range(len(kill_at)):
+            await asyncio.wait_for(reached[n].wait(), 60)
             await asyncio.to_thread(agent.kill)
             await asyncio.to_thread(agent.start)
+            restarted[n].set()
         await publishing
 
     records = await consume_all(
