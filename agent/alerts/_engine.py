@@ -431,8 +431,11 @@ class AlertEngine:
             if len(self._buckets) >= self._settings.max_series:
                 del self._buckets[next(iter(self._buckets))]
             bucket = self._buckets[key] = [capacity, float(now_ms)]
-        tokens = min(capacity, bucket[0] + (now_ms - bucket[1]) * capacity / 60_000)
-        bucket[1] = float(max(now_ms, bucket[1]))
+        # A wall-clock step back refills nothing (it must not drain the bucket for as long as
+        # the step); the bucket then counts from the new time.
+        elapsed_ms = max(0.0, now_ms - bucket[1])
+        tokens = min(capacity, bucket[0] + elapsed_ms * capacity / 60_000)
+        bucket[1] = float(now_ms)
         if tokens < 1:
             bucket[0] = tokens
             return False

@@ -318,3 +318,14 @@ def test_alerts_a_failing_evaluation_skips_the_reading_and_is_counted():
     out = engine.observe([broken, reading("press-1", "temp", 90, T0)], T0)
     assert [e["state"] for e in alerts(out)] == ["raised"]
     assert engine.stats.internal_errors == 1
+
+
+def test_alerts_rate_limit_survives_a_wall_clock_step_back():
+    """A clock stepped back an hour (NTP at boot) does not suppress raises for that hour."""
+    rule = {**ABOVE, "max_raised_per_minute": 2}
+    engine = AlertEngine(settings(rule), "gw", NORMALIZED)
+    stepped = [reading("press-1", "temp", 90, T0 + 3_600_000, "a")]
+    assert [e["state"] for e in alerts(engine.observe(stepped, T0 + 3_600_000))] == ["raised"]
+    events = feed(engine, [70, 90, 70])  # receive time back at T0
+    assert [e["state"] for e in events] == ["cleared", "raised", "cleared"]
+    assert engine.stats.suppressed["hot"] == 0
