@@ -101,10 +101,14 @@ class ForwarderSettings(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     max_in_flight_blocks: int = Field(
-        default=16,
+        default=128,
         ge=1,
         le=1024,
-        description="Spool blocks in the producer at once.",
+        description=(
+            "Spool blocks in the producer at once. Blocks written at a steady rate hold a few "
+            "dozen records each, so this stays well above max_in_flight_records / 500: a backlog "
+            "of small blocks then drains as fast as one of full ones."
+        ),
         json_schema_extra={"reload": "restart"},
     )
     max_in_flight_records: int = Field(

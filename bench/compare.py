@@ -33,11 +33,19 @@ Phases, per system (the system keeps running across them):
 
 ``--outage`` (agent): Kafka stopped, ``--messages`` published into the spool, Kafka restarted;
 prints ingest and drain rates and writes a PNG (ingest rate, spool depth, drain rate over time;
-sampled from the agent's ``/metrics``) next to the numbers. What each system loses or duplicates
-when SIGKILLed: ``bench/kill_compare.py``.
+sampled from the agent's ``/metrics``) next to the numbers. That ingest is the agent's fastest
+intake, so the ratio compares two maximums.
+
+``--catch-up`` (agent): the question a plant asks after a WAN outage. Readings arrive at a steady
+``--catch-up-rate`` (5,000 msg/s) throughout; Kafka is down for ``--catch-up-outage-secs`` (30 s)
+and then back. Prints the rate at which the agent forwards from the first record readable again
+until it has caught up, while readings keep arriving, against the ingest rate, and writes
+``catch-up.png``.
+
+What each system loses or duplicates when SIGKILLed: ``bench/kill_compare.py``.
 
     .venv/bin/python bench/compare.py                           # all systems, ~6 min
-    .venv/bin/python bench/compare.py --systems agent,telegraf --outage
+    .venv/bin/python bench/compare.py --systems agent,telegraf --outage --catch-up
     flock /tmp/bench.lock .venv/bin/python bench/compare.py     # on a shared machine
 
 The numbers are for comparing systems in one run on one machine; no test asserts any of them.
@@ -598,6 +606,8 @@ async def run_system(system: System, env: Env, files: list[Path], total: int) ->
                 )
         if args.outage and isinstance(system, Agent):
             res.extra = await outage(system, env, probe, files, total)
+        if args.catch_up and isinstance(system, Agent):
+            res.extra.update(await catch_up(system, env, probe))
     finally:
         pubs.kill()
         system.stop()
@@ -605,25 +615,29 @@ async def run_system(system: System, env: Env, files: list[Path], total: int) ->
     return res
 
 
+Sample = tuple[float, float, float, float]  # t, MQTT received, spool depth, forwarded
+
+
+async def sample_agent(agent: Agent, samples: list[Sample], t_origin: float) -> None:
+    """Append the agent's counters to ``samples`` every 0.1 s until cancelled."""
+    while True:
+        with contextlib.suppress(OSError):
+            m = await asyncio.to_thread(agent.metrics)
+            samples.append((time.monotonic() - t_origin,
+                            m.get("edge_agent_mqtt_messages_received_total", 0.0),
+                            m.get("edge_agent_spool_records", 0.0),
+                            m.get("edge_agent_records_forwarded_total", 0.0)))  # fmt: skip
+        await asyncio.sleep(0.1)
+
+
 async def outage(
     agent: Agent, env: Env, probe: KafkaProbe, files: list[Path], total: int
 ) -> dict[str, float]:
     """Kafka down while ``total`` messages arrive, then up: ingest, spool depth, drain."""
     base = await probe.readable()
-    samples: list[tuple[float, float, float, float]] = []  # t, received, spool, forwarded
+    samples: list[Sample] = []
     t_origin = time.monotonic()
-
-    async def sample() -> None:
-        while True:
-            with contextlib.suppress(OSError):
-                m = await asyncio.to_thread(agent.metrics)
-                samples.append((time.monotonic() - t_origin,
-                                m.get("edge_agent_mqtt_messages_received_total", 0.0),
-                                m.get("edge_agent_spool_records", 0.0),
-                                m.get("edge_agent_records_forwarded_total", 0.0)))  # fmt: skip
-            await asyncio.sleep(0.1)
-
-    sampler = asyncio.create_task(sample())
+    sampler = asyncio.create_task(sample_agent(agent, samples, t_origin))
     pubs = Publishers(env.mosquitto.port, agent.prefix, env.args.devices)
     try:
         received0 = (await asyncio.to_thread(agent.metrics))[
@@ -673,12 +687,75 @@ async def outage(
     )
     plot = env.args.out / "outage.png"
     marks = {"Kafka stopped": t_down, "Kafka restarting": t1, "first record readable": t_up}
-    write_plot(plot, samples, {k: v - t_origin for k, v in marks.items()})
+    write_plot(plot, samples, {k: v - t_origin for k, v in marks.items()},
+               "edge-agent: Kafka outage, spooling and drain")  # fmt: skip
     return {"ingest": ingest, "drain": drain, "ratio": drain / ingest}
 
 
-def write_plot(path: Path, samples: list[tuple[float, float, float, float]],
-               marks: dict[str, float]) -> None:  # fmt: skip
+async def catch_up(agent: Agent, env: Env, probe: KafkaProbe) -> dict[str, float]:
+    """Readings at a steady rate throughout; Kafka down for a while, then up.
+
+    The question a plant asks after a WAN outage: with the sensors still publishing, how fast
+    does the backlog go? The drain rate is what the agent forwards from the first record readable
+    again until it has caught up (less than 0.1 s of readings not yet readable), while new
+    readings keep arriving at the same rate.
+    """
+    args = env.args
+    rate, down_s = args.catch_up_rate, args.catch_up_outage_secs
+    samples: list[Sample] = []
+    t_origin = time.monotonic()
+    sampler = asyncio.create_task(sample_agent(agent, samples, t_origin))
+    base = await probe.readable()
+    pubs = Publishers(env.mosquitto.port, agent.prefix, env.args.devices)
+    pubs.start()
+    feeder = PacedFeeder(pubs, rate, 3600, args.payload_bytes)
+    feeder.start()
+    try:
+        await asyncio.sleep(2)  # steady state before the outage
+        t_down = time.monotonic()
+        await asyncio.to_thread(env.kafka.stop_node, 1)
+        await asyncio.sleep(max(0.0, down_s - (time.monotonic() - t_down)))
+        t1 = time.monotonic()
+        await asyncio.to_thread(env.kafka.start_node, 1, wait=False)
+        t_up = n_up = 0.0
+        deadline = time.monotonic() + 600
+        while True:
+            n = -1
+            with contextlib.suppress(Exception):
+                n = await asyncio.wait_for(probe.readable(), 2)
+            now = time.monotonic()
+            if n > 0 and not t_up:
+                t_up, n_up = now, n
+            elif t_up and base + feeder.sent - n <= rate * 0.1:
+                break
+            if now > deadline:
+                raise SystemExit(f"the agent did not catch up: {base + feeder.sent - n} behind")
+            await asyncio.sleep(0.02)
+        t_caught, n_caught = time.monotonic(), n
+        backlog = max(s[2] for s in samples) if samples else 0.0
+    finally:
+        feeder.stop_flag.set()
+        await asyncio.to_thread(feeder.join)
+        sampler.cancel()
+        await asyncio.to_thread(pubs.wait)
+    drain = (n_caught - n_up) / (t_caught - t_up)
+    print(
+        f"  catch-up: {rate:,.0f} msg/s in throughout, Kafka down {down_s:g} s (Kafka restart "
+        f"took {t_up - t1:.1f} s more), backlog peaked at {backlog:,.0f} records; with readings "
+        f"still arriving, the agent forwarded {drain:,.0f} msg/s until it had caught up, "
+        f"{t_caught - t_up:.1f} s after the first record was readable again: drain/ingest "
+        f"{drain / rate:.1f}x",
+        flush=True,
+    )
+    marks = {"Kafka stopped": t_down, "Kafka restarting": t1, "first record readable": t_up,
+             "caught up": t_caught}  # fmt: skip
+    write_plot(env.args.out / "catch-up.png", samples,
+               {k: v - t_origin for k, v in marks.items()},
+               f"edge-agent: Kafka outage at {rate:,.0f} msg/s, spooling and catch-up")  # fmt: skip
+    return {"catch_up_drain": drain, "catch_up_ratio": drain / rate}
+
+
+def write_plot(path: Path, samples: list[Sample], marks: dict[str, float], title: str) -> None:
     try:
         import matplotlib as mpl  # noqa: PLC0415 - optional: pip install -e '.[bench]'
 
@@ -711,7 +788,7 @@ def write_plot(path: Path, samples: list[tuple[float, float, float, float]],
     lines = ax.get_legend_handles_labels()
     lines2 = ax2.get_legend_handles_labels()
     ax.legend(lines[0] + lines2[0], lines[1] + lines2[1], loc="upper center", fontsize=8)
-    ax.set_title("edge-agent: Kafka outage, spooling and drain")
+    ax.set_title(title)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
@@ -772,6 +849,11 @@ def parse_args() -> argparse.Namespace:
                         help="0 skips the paced phase; long enough that a p99 is not decided by "
                              "one or two stalls (1%% of 6 s is 60 ms of records)")  # fmt: skip
     parser.add_argument("--outage", action="store_true", help="agent: Kafka outage and drain")
+    parser.add_argument("--catch-up", action="store_true",
+                        help="agent: Kafka outage while readings keep arriving at a steady rate; "
+                             "the drain rate until the agent has caught up")  # fmt: skip
+    parser.add_argument("--catch-up-rate", type=float, default=5000, help="msg/s, throughout")
+    parser.add_argument("--catch-up-outage-secs", type=float, default=30)
     parser.add_argument("--out", type=Path, help=f"results directory (default under {RESULTS_DIR})")
     parser.add_argument("--agent-set", action="append", default=[], metavar="KEY=VALUE",
                         help="agent option in dotted form, VALUE as YAML (repeatable), e.g. "

@@ -56,6 +56,7 @@ from aiokafka.record.default_records import DefaultRecordBatchBuilder
 from agent.errors import AgentError, PermanentError, RetryableError
 from agent.sink._delivery import Delivery, Slot, SlotState
 from agent.sink._faults import SettleReason, describe
+from agent.sink._zstd_level import use_zstd_level
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable, Iterable
@@ -257,6 +258,8 @@ class KafkaSink:
     # ------------------------------------------------------------------ producer
     def _build_producer(self) -> AIOKafkaProducer:
         s = self._settings
+        if s.compression == "zstd":
+            use_zstd_level(s.zstd_level)
         kwargs: dict[str, Any] = {
             "bootstrap_servers": s.bootstrap_servers,
             "client_id": s.client_id,
