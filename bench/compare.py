@@ -561,6 +561,8 @@ async def run_system(system: System, env: Env, files: list[Path], total: int) ->
         await asyncio.to_thread(system.prepare)
         await system.start()
         pid = system.pid
+        print(f"  {system.name}: {status_mib(pid, 'VmRSS'):.0f} MiB RSS at rest after start",
+              flush=True)  # fmt: skip
         # 1. throughput
         cpu0, io0 = cpu_secs(pid), write_bytes(pid)
         t0 = time.monotonic()
