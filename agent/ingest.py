@@ -361,7 +361,7 @@ class Ingest:
             if loaded:
                 _log.debug("Loaded the message-id journal.", extra={"entries": loaded})
             if self._alerts is not None and alert_state:
-                series = self._alerts.load(alert_state, _now_ms())
+                series = self._alerts.load(alert_state, _elapsed_ms())
                 _log.info("Loaded the alert state.", extra={"series": series})
         while True:
             group = await self._next_group()
@@ -392,10 +392,10 @@ class Ingest:
         records = self._process(group, replayed)
         alerts = self._alerts
         if alerts is not None and alerts.on:
-            now_ms = _now_ms()
+            elapsed_ms = _elapsed_ms()
             # tick first: a removed rule is settled before the group's readings are evaluated
-            alert_records = alerts.tick(now_ms)
-            alert_records += alerts.observe(records, now_ms, replayed=replayed)
+            alert_records = alerts.tick(_now_ms(), elapsed_ms)
+            alert_records += alerts.observe(records, elapsed_ms, replayed=replayed)
             records += alert_records
         else:
             alerts = None
@@ -575,3 +575,7 @@ class Ingest:
 
 def _now_ms() -> int:
     return int(time.time() * 1000)
+
+
+def _elapsed_ms() -> int:
+    return int(time.monotonic() * 1000)

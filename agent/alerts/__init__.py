@@ -3,8 +3,8 @@
 Usage (ingest does this per group, see :mod:`agent.ingest`)::
 
     engine = AlertEngine(settings.alerts, gateway_id, settings.pipeline.topics.normalized)
-    engine.load(stored_state, now_ms)
-    alert_records = engine.observe(records, now_ms) + engine.tick(now_ms)
+    engine.load(stored_state, elapsed_ms)  # elapsed_ms: the monotonic clock, in ms
+    alert_records = engine.tick(now_ms, elapsed_ms) + engine.observe(records, elapsed_ms)
     spool.append(records + alert_records, journal=pack_journal(window, engine.state()))
     engine.commit()  # or engine.rollback() when the block was not stored
 

@@ -10,8 +10,10 @@ Contract (see ``docs/reference/alert-rules.md``):
   sees exactly the readings that go to Kafka whatever the payload profile. A record whose
   device matches no rule is skipped without decoding it (a bounded per-device cache).
   Threshold and rate rules use numbers only; a boolean or string reading is ignored and
-  counted. Time for ``for_s`` and rates is the reading's timestamp; time for staleness and
-  rate limits is the receive time (``now_ms``).
+  counted. Time for ``for_s`` and rates is the reading's timestamp. Time for staleness, the
+  check interval and rate limits is ``elapsed_ms``, a monotonic clock: a wall-clock step
+  (NTP at boot, a hand-set clock) neither raises every staleness rule at once nor delays them
+  by the step. Wall time (``now_ms``) only stamps what :meth:`tick` raises or clears.
 * Transactions: ingest calls :meth:`observe` and :meth:`tick` for one group, stores
   :meth:`state` in the same spool transaction as the group's block (alert records included),
   then calls :meth:`commit`, or :meth:`rollback` when the block was not stored (the state goes
@@ -127,7 +129,7 @@ class _Series:
     raised_at: int = 0
     pending_since: int | None = None
     suppressed: bool = False
-    last_seen_ms: int = 0
+    last_seen_ms: int = 0  # the monotonic clock (elapsed_ms)
     last_message_id: str | None = None
     samples: deque[tuple[int, float]] | None = None
 
@@ -165,7 +167,8 @@ class _Hit:
     """The reading's timestamp (for staleness and rule removal: when the agent decided)."""
     trigger: str | None
     """The triggering reading's message id (staleness: the last reading's), when known."""
-    now_ms: int
+    elapsed_ms: int
+    """The monotonic clock (rate limits)."""
 
 
 @dataclass(slots=True)
@@ -231,9 +234,15 @@ class AlertEngine:
 
     # ------------------------------------------------------------------ evaluation
     def observe(
-        self, records: Sequence[Record], now_ms: int, *, replayed: AbstractSet[str] = frozenset()
+        self,
+        records: Sequence[Record],
+        elapsed_ms: int,
+        *,
+        replayed: AbstractSet[str] = frozenset(),
     ) -> list[Record]:
         """Evaluate the readings among ``records``; return the alert records they cause.
+
+        ``elapsed_ms`` is the monotonic clock in milliseconds (``time.monotonic()``).
 
         Readings of the messages in ``replayed`` (recognised redeliveries, by message id; a
         multi-reading message's readings by their ``parent-message-id``) are skipped: the
@@ -254,7 +263,7 @@ class AlertEngine:
                 rules = self._rules_for_device(key)
             if rules:
                 try:
-                    self._reading(record, rules, now_ms, out)
+                    self._reading(record, rules, elapsed_ms, out)
                 except Exception:  # noqa: BLE001 - a bug must not stop the readings being stored
                     self.stats.internal_errors += 1
                     if self.stats.internal_errors == 1:
@@ -273,7 +282,7 @@ class AlertEngine:
         return rules
 
     def _reading(
-        self, record: Record, rules: tuple[_Compiled, ...], now_ms: int, out: list[Record]
+        self, record: Record, rules: tuple[_Compiled, ...], elapsed_ms: int, out: list[Record]
     ) -> None:
         reading = orjson.loads(record.value)
         device: str = reading["device_id"]
@@ -289,12 +298,12 @@ class AlertEngine:
             if not number and not isinstance(rule, StalenessRule):
                 self.stats.ignored_not_a_number += 1
                 continue
-            series = self._touch((rule.id, device, metric), rule.kind, now_ms)
+            series = self._touch((rule.id, device, metric), rule.kind, elapsed_ms)
             if series is None:
                 continue
-            series.last_seen_ms = now_ms
+            series.last_seen_ms = elapsed_ms
             series.last_message_id = message_id
-            hit = _Hit(compiled, device, metric, series, ts, message_id, now_ms)
+            hit = _Hit(compiled, device, metric, series, ts, message_id, elapsed_ms)
             if isinstance(rule, StalenessRule):
                 if series.raised:
                     self._clear(hit, out, value=float(value) if number else None)
@@ -359,7 +368,7 @@ class AlertEngine:
         """Raise the series' alert unless the rule's rate limit suppresses it."""
         rule = hit.compiled.rule
         series = hit.series
-        if not self._take_token(rule, hit.device, hit.now_ms):
+        if not self._take_token(rule, hit.device, hit.elapsed_ms):
             series.suppressed = True
             self.stats.suppressed[rule.id] += 1
             return
@@ -423,19 +432,18 @@ class AlertEngine:
         series.pending_since = None
         out.append(alert_record(event, self._topic, self._gateway_id))
 
-    def _take_token(self, rule: Rule, device: str, now_ms: int) -> bool:
+    def _take_token(self, rule: Rule, device: str, elapsed_ms: int) -> bool:
         capacity = float(rule.max_raised_per_minute)
         key = (rule.id, device)
         bucket = self._buckets.get(key)
         if bucket is None:
             if len(self._buckets) >= self._settings.max_series:
                 del self._buckets[next(iter(self._buckets))]
-            bucket = self._buckets[key] = [capacity, float(now_ms)]
-        # A wall-clock step back refills nothing (it must not drain the bucket for as long as
-        # the step); the bucket then counts from the new time.
-        elapsed_ms = max(0.0, now_ms - bucket[1])
-        tokens = min(capacity, bucket[0] + elapsed_ms * capacity / 60_000)
-        bucket[1] = float(now_ms)
+            bucket = self._buckets[key] = [capacity, float(elapsed_ms)]
+        # The clock is monotonic; the clamp only guards a caller that passes an older time.
+        refill_ms = max(0.0, elapsed_ms - bucket[1])
+        tokens = min(capacity, bucket[0] + refill_ms * capacity / 60_000)
+        bucket[1] = float(elapsed_ms)
         if tokens < 1:
             bucket[0] = tokens
             return False
@@ -443,20 +451,24 @@ class AlertEngine:
         return True
 
     # ------------------------------------------------------------------ timer
-    def tick(self, now_ms: int) -> list[Record]:
-        """Settle orphaned series and evaluate staleness; at most once per check interval."""
-        if now_ms < self._next_tick_ms:
+    def tick(self, now_ms: int, elapsed_ms: int) -> list[Record]:
+        """Settle orphaned series and evaluate staleness; at most once per check interval.
+
+        ``now_ms`` (wall clock, epoch ms) stamps the records; ``elapsed_ms`` (monotonic) paces
+        the checks and measures silences.
+        """
+        if elapsed_ms < self._next_tick_ms:
             return []
-        self._next_tick_ms = now_ms + self._interval_ms
+        self._next_tick_ms = elapsed_ms + self._interval_ms
         out: list[Record] = []
         if self._orphans:
             self._orphans = False
-            self._settle_orphans(now_ms, out)
+            self._settle_orphans(now_ms, elapsed_ms, out)
         if self._staleness:
-            self._stale(now_ms, out)
+            self._stale(now_ms, elapsed_ms, out)
         return out
 
-    def _settle_orphans(self, now_ms: int, out: list[Record]) -> None:
+    def _settle_orphans(self, now_ms: int, elapsed_ms: int, out: list[Record]) -> None:
         rules = self._rules
         for key in list(self._series):
             rule_id, device, metric = key
@@ -471,12 +483,12 @@ class AlertEngine:
             self._undo.setdefault(key, series.snapshot())
             if series.raised:
                 retired = self._retired.get(rule_id) or _unknown_rule(rule_id)
-                hit = _Hit(retired, device, metric, series, now_ms, None, now_ms)
+                hit = _Hit(retired, device, metric, series, now_ms, None, elapsed_ms)
                 self._clear(hit, out, reason="rule_removed")
             del self._series[key]
         self._retired = {}
 
-    def _stale(self, now_ms: int, out: list[Record]) -> None:
+    def _stale(self, now_ms: int, elapsed_ms: int, out: list[Record]) -> None:
         rules = self._rules
         for key, series in list(self._series.items()):
             if series.raised or series.suppressed:
@@ -484,14 +496,17 @@ class AlertEngine:
             compiled = rules.get(key[0])
             if compiled is None or not isinstance(compiled.rule, StalenessRule):
                 continue
-            if now_ms - series.last_seen_ms < compiled.rule.silent_for_s * 1000:
+            if elapsed_ms - series.last_seen_ms < compiled.rule.silent_for_s * 1000:
                 continue
             self._undo.setdefault(key, series.snapshot())
-            trigger = series.last_message_id or f"silent/{series.last_seen_ms}"
-            self._raise(_Hit(compiled, key[1], key[2], series, now_ms, trigger, now_ms), out)
+            # The silence began at last_seen_ms on the monotonic clock; name it in wall time.
+            began_ms = now_ms - (elapsed_ms - series.last_seen_ms)
+            trigger = series.last_message_id or f"silent/{began_ms}"
+            hit = _Hit(compiled, key[1], key[2], series, now_ms, trigger, elapsed_ms)
+            self._raise(hit, out)
 
     # ------------------------------------------------------------------ state
-    def _touch(self, key: SeriesKey, kind: str, now_ms: int) -> _Series | None:
+    def _touch(self, key: SeriesKey, kind: str, elapsed_ms: int) -> _Series | None:
         series = self._series.get(key)
         if key not in self._undo:
             self._undo[key] = series.snapshot() if series is not None else None
@@ -501,7 +516,7 @@ class AlertEngine:
         if len(self._series) >= self._settings.max_series and not self._evict_one():
             self.stats.evicted += 1
             return None
-        series = self._series[key] = _Series(kind, last_seen_ms=now_ms)
+        series = self._series[key] = _Series(kind, last_seen_ms=elapsed_ms)
         return series
 
     def _evict_one(self) -> bool:
@@ -572,8 +587,11 @@ class AlertEngine:
             )
         return encoded
 
-    def load(self, state: bytes, now_ms: int) -> int:
-        """Take a state written by :meth:`state` (at start); returns the series loaded."""
+    def load(self, state: bytes, elapsed_ms: int) -> int:
+        """Take a state written by :meth:`state` (at start); returns the series loaded.
+
+        Staleness series start their silence at ``elapsed_ms`` (the monotonic clock).
+        """
         if not state:
             return 0
         try:
@@ -583,7 +601,7 @@ class AlertEngine:
             rows = [
                 (
                     (str(r[0]), str(r[1]), str(r[2])),
-                    _Series(str(r[3]), bool(r[4]), r[5], int(r[6]), r[7], bool(r[8]), now_ms),
+                    _Series(str(r[3]), bool(r[4]), r[5], int(r[6]), r[7], bool(r[8]), elapsed_ms),
                 )
                 for r in document["series"]
             ]

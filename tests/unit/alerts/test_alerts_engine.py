@@ -122,13 +122,13 @@ def test_alerts_staleness_fires_for_a_silent_series_and_clears_when_it_speaks():
     rule = {"id": "silent", "kind": "staleness", "silent_for_s": 10, "severity": "critical"}
     engine = AlertEngine(settings(rule, check_interval_s=1), "gw", NORMALIZED)
     engine.observe([reading("d1", "temp", 1, T0, "last")], T0)
-    assert engine.tick(T0 + 9_000) == []
-    raised = alerts(engine.tick(T0 + 10_000))
+    assert engine.tick(T0 + 9_000, T0 + 9_000) == []
+    raised = alerts(engine.tick(T0 + 10_000, T0 + 10_000))
     assert [e["state"] for e in raised] == ["raised"]
     assert raised[0]["severity"] == "critical"
     assert raised[0]["reading_message_id"] == "last"
     assert raised[0]["value"] is None
-    assert engine.tick(T0 + 20_000) == []  # once per silence
+    assert engine.tick(T0 + 20_000, T0 + 20_000) == []  # once per silence
     cleared = alerts(engine.observe([reading("d1", "temp", 2, T0 + 30_000)], T0 + 30_000))
     assert [(e["state"], e["alert_id"]) for e in cleared] == [("cleared", raised[0]["alert_id"])]
 
@@ -212,14 +212,14 @@ def test_alerts_rule_removed_while_raised_is_cleared_at_the_next_tick():
     (raised,) = feed(engine, [90])
     engine.replace_settings(settings(), NORMALIZED)
     assert engine.on  # a series is left to settle
-    events = alerts(engine.tick(T0 + 5000))
+    events = alerts(engine.tick(T0 + 5000, T0 + 5000))
     assert [(e["state"], e["reason"], e["alert_id"]) for e in events] == [
         ("cleared", "rule_removed", raised["alert_id"])
     ]
     assert events[0]["severity"] == "warning"  # the removed rule's
     engine.commit()
     assert not engine.on
-    assert engine.tick(T0 + 10_000) == []
+    assert engine.tick(T0 + 10_000, T0 + 10_000) == []
 
 
 def test_alerts_rule_changed_in_place_keeps_its_raised_alert():
@@ -227,7 +227,7 @@ def test_alerts_rule_changed_in_place_keeps_its_raised_alert():
     engine = AlertEngine(settings(ABOVE), "gw", NORMALIZED)
     feed(engine, [90])
     engine.replace_settings(settings({**ABOVE, "above": 95}), NORMALIZED)
-    assert engine.tick(T0 + 1) == []
+    assert engine.tick(T0 + 1, T0 + 1) == []
     out = engine.observe([reading("press-1", "temp", 89, T0 + 2000)], T0 + 2000)
     assert [e["state"] for e in alerts(out)] == ["cleared"]
 
@@ -274,10 +274,10 @@ def test_alerts_every_record_kind_matches_the_published_schema():
     )
     engine = AlertEngine(settings(*rules), "gw", NORMALIZED)
     events = feed(engine, [70, 90, 90, 70])
-    events += alerts(engine.tick(T0 + 60_000))
+    events += alerts(engine.tick(T0 + 60_000, T0 + 60_000))
     events += feed(engine, [95])
     engine.replace_settings(settings(), NORMALIZED)
-    events += alerts(engine.tick(T0 + 120_000))
+    events += alerts(engine.tick(T0 + 120_000, T0 + 120_000))
     assert {(e["kind"], e["state"]) for e in events} == {
         (kind, state)
         for kind in ("threshold", "rate_of_change", "staleness")
@@ -320,8 +320,8 @@ def test_alerts_a_failing_evaluation_skips_the_reading_and_is_counted():
     assert engine.stats.internal_errors == 1
 
 
-def test_alerts_rate_limit_survives_a_wall_clock_step_back():
-    """A clock stepped back an hour (NTP at boot) does not suppress raises for that hour."""
+def test_alerts_rate_limit_survives_an_older_elapsed_time():
+    """An elapsed time older than the bucket's (a caller's bug) neither drains nor refills it."""
     rule = {**ABOVE, "max_raised_per_minute": 2}
     engine = AlertEngine(settings(rule), "gw", NORMALIZED)
     stepped = [reading("press-1", "temp", 90, T0 + 3_600_000, "a")]
@@ -329,3 +329,16 @@ def test_alerts_rate_limit_survives_a_wall_clock_step_back():
     events = feed(engine, [70, 90, 70])  # receive time back at T0
     assert [e["state"] for e in events] == ["cleared", "raised", "cleared"]
     assert engine.stats.suppressed["hot"] == 0
+
+
+def test_alerts_staleness_ignores_wall_clock_steps():
+    """Silence is measured on the monotonic clock: a wall step forward of an hour raises nothing,
+    a step back of an hour delays nothing; the raise is stamped with the wall time."""
+    rule = {"id": "silent", "kind": "staleness", "silent_for_s": 10}
+    engine = AlertEngine(settings(rule, check_interval_s=1), "gw", NORMALIZED)
+    elapsed0, hour = 5_000, 3_600_000
+    engine.observe([reading("d1", "temp", 1, T0, "last")], elapsed0)
+    assert engine.tick(T0 + hour, elapsed0 + 2_000) == []
+    raised = alerts(engine.tick(T0 - hour, elapsed0 + 10_000))
+    assert [e["state"] for e in raised] == ["raised"]
+    assert raised[0]["ts"] == T0 - hour
