@@ -58,6 +58,7 @@ _FALSE = frozenset({"f", "F", "false", "False", "FALSE"})
 _KEY_ESCAPES = re.compile(r"\\([,= ])")
 _MEASUREMENT_ESCAPES = re.compile(r"\\([, ])")
 _STRING_ESCAPES = re.compile(r"\\([\"\\])")
+_LINE_BREAK = re.compile(r"\r\n?|\n")
 _TO_MS = {"ns": 1_000_000, "us": 1_000, "ms": 1, "s": 0}
 """Divisor from the precision to milliseconds (0: multiply by 1000)."""
 _MAX_TIMESTAMP_DIGITS = 40
@@ -242,7 +243,10 @@ class InfluxLineReader:
         text = payload_text(msg, self._max_payload_bytes)
         topic = self._devices.from_topic(msg.topic)
         out: Readings = []
-        lines = [line for line in text.splitlines() if line.strip()]
+        # Lines end at \n (\r\n and \r too), not at the other breaks str.splitlines knows
+        # (\x0b, \x0c, \x1c-\x1e, \x85, \u2028, \u2029): those may sit inside a value.
+        parts = _LINE_BREAK.split(text) if "\r" in text else text.split("\n")
+        lines = [line for line in parts if line.strip()]
         for number, line in enumerate(lines, 1):
             if line.lstrip().startswith("#"):
                 continue
