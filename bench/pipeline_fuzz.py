@@ -79,6 +79,7 @@ from agent.pipeline import (
     Reason,
     ScalarProfile,
 )
+from agent.pipeline._device import parse_template
 from agent.pipeline._result import DeviceChange, ProcessedDevices
 from agent.pipeline.settings import SparkplugProfile
 from agent.sparkplug import SparkplugState, parse_topic
@@ -1238,6 +1239,15 @@ class Checker:
                 return [f"scalar {profile.value_type} gave a {reading['value_type']}"]
             if reading.get("unit") != profile.unit:
                 return ["scalar unit"]
+            device_id = profile.device_id or self.settings.device_id
+            template = parse_template(str(device_id.topic_template))
+            match = template.pattern.fullmatch(message.topic)
+            metric = match and (match.groupdict().get("metric") or profile.metric)
+            if match is None or (reading["device_id"], reading["metric"]) != (
+                match.group("device_id"),
+                metric,
+            ):
+                return ["scalar device id or metric is not the topic's"]
         elif isinstance(profile, JsonFieldsProfile):
             return _fields_problems(profile, self.settings, readings)
         elif isinstance(profile, SparkplugProfile):
