@@ -58,8 +58,11 @@ _FALSE = frozenset({"f", "F", "false", "False", "FALSE"})
 _KEY_ESCAPES = re.compile(r"\\([,= ])")
 _MEASUREMENT_ESCAPES = re.compile(r"\\([, ])")
 _STRING_ESCAPES = re.compile(r"\\([\"\\])")
+_LINE_BREAK = re.compile(r"\r\n?|\n")
 _TO_MS = {"ns": 1_000_000, "us": 1_000, "ms": 1, "s": 0}
 """Divisor from the precision to milliseconds (0: multiply by 1000)."""
+_MAX_TIMESTAMP_DIGITS = 40
+"""A longer line timestamp is out of range in any precision (an int64 has 19 digits)."""
 MAX_LINE_DETAIL = 60
 """Characters of a bad line quoted in the detail."""
 
@@ -170,14 +173,28 @@ def field_value(text: str) -> tuple[Value, ValueType]:
         return False, "boolean"
     last = text[-1]
     if last == "i" and _INTEGER.fullmatch(text):
-        return _finite(float(int(text[:-1])), text), "number"
+        return _integer(text), "number"
     if last == "u" and _UNSIGNED.fullmatch(text):
-        return _finite(float(int(text[:-1])), text), "number"
+        return _integer(text), "number"
     if _FLOAT.fullmatch(text):
         return _finite(float(text), text), "number"
     raise LineProtocolError(
         f"the field value {text[:MAX_LINE_DETAIL]!r} is not a number, boolean or quoted string"
     )
+
+
+def _integer(text: str) -> float:
+    """An ``i`` or ``u`` integer as a float; one beyond the float range is too large.
+
+    Such an integer has hundreds of digits: ``float`` overflows, and ``int`` itself refuses
+    more than ``sys.get_int_max_str_digits()`` (4300) digits.
+    """
+    try:
+        return _finite(float(int(text[:-1])), text)
+    except (OverflowError, ValueError):
+        raise LineProtocolError(
+            f"the field value {text[:MAX_LINE_DETAIL]!r} is too large"
+        ) from None
 
 
 def _finite(number: float, text: str) -> float:
@@ -226,7 +243,10 @@ class InfluxLineReader:
         text = payload_text(msg, self._max_payload_bytes)
         topic = self._devices.from_topic(msg.topic)
         out: Readings = []
-        lines = [line for line in text.splitlines() if line.strip()]
+        # Lines end at \n (\r\n and \r too), not at the other breaks str.splitlines knows
+        # (\x0b, \x0c, \x1c-\x1e, \x85, \u2028, \u2029): those may sit inside a value.
+        parts = _LINE_BREAK.split(text) if "\r" in text else text.split("\n")
+        lines = [line for line in parts if line.strip()]
         for number, line in enumerate(lines, 1):
             if line.lstrip().startswith("#"):
                 continue
@@ -299,6 +319,11 @@ class InfluxLineReader:
             return received_at_ms
         if not _TIMESTAMP.fullmatch(raw):
             raise LineProtocolError(f"the timestamp {raw[:MAX_LINE_DETAIL]!r} is not an integer")
+        if len(raw) > _MAX_TIMESTAMP_DIGITS:  # far beyond any time; int() refuses 4300 digits
+            raise InvalidMessageError(
+                Reason.TIMESTAMP_OUT_OF_RANGE,
+                f"the timestamp has {len(raw)} digits, far outside any accepted time",
+            )
         value = int(raw)
         divisor = self._divisor
         ts_ms = value * 1000 if divisor == 0 else value // divisor

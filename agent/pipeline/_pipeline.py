@@ -312,6 +312,7 @@ class Pipeline:
             detail = "the message's profile found no reading in it"
             return _processed(Outcome.DROPPED, (), Reason.NO_READINGS, None, detail, (), changes)
         device_id = readings[0][0]
+        found = readings
         minimum = self._min_quality
         if minimum:
             low = [r for r in readings if r[1]["quality"] < minimum]
@@ -332,7 +333,10 @@ class Pipeline:
                     )
         encoded = [(d, canonical_json_v2(reading), reading["ts"]) for d, reading in readings]
         records = self._records.valid_many(msg, encoded)
-        others = _others(device_id, readings) if len(readings) > 1 else ()
+        # The device of the first record; every device that sent a reading is seen, those
+        # whose readings were left out for low quality too (as when all of them are).
+        device_id = readings[0][0]
+        others = _others(device_id, found) if len(found) > 1 else ()
         return _processed(Outcome.VALID, records, None, device_id, None, others, changes)
 
     def _reject(

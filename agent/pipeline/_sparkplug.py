@@ -253,6 +253,8 @@ class SparkplugReader:
         unsupported = 0
         for index, metric in enumerate(payload.metrics):
             name: str | None = metric.name or None  # an empty name is no name
+            if _undecoded(name):
+                raise _not_utf8(f"the name of metric {index}")
             datatype = metric.datatype
             if birth:
                 if name is None:
@@ -360,6 +362,8 @@ class SparkplugReader:
             return (_shortest_float32(raw) if kind == "float_value" else raw), "number"
         if kind == "boolean_value":
             return bool(raw), "boolean"
+        if _undecoded(raw):
+            raise _not_utf8(f"the value of metric {quote(name)}")
         return string_value(raw, name, self._max_string_bytes), "string"
 
     def _ts(self, ts_ms: int, received_at_ms: int) -> int:
@@ -376,11 +380,17 @@ class SparkplugReader:
         return ts_ms
 
     def _tags(self, topic: SparkplugTopic) -> dict[str, object]:
+        """The group and edge node tags, checked as any tag value.
+
+        Control characters, lone surrogates and max_tag_bytes: nothing else checks these
+        topic levels (the default node template leaves the group out).
+        """
         limit = self._max_tag_bytes
         for what, text in (("group id", topic.group_id), ("edge node id", topic.edge_node_id)):
-            if len(text.encode("utf-8")) > limit:
+            problem = text_problem(text, limit)
+            if problem is not None:
                 raise InvalidMessageError(
-                    Reason.INVALID_VALUE, f"the {what} is longer than max_tag_bytes {limit}"
+                    Reason.INVALID_VALUE, f"the {what} of the topic, a tag, {problem}"
                 )
         return {"edge_node_id": topic.edge_node_id, "group_id": topic.group_id}
 
@@ -394,9 +404,27 @@ class SparkplugReader:
                 if 0 <= quality <= 255:  # noqa: PLR2004 - the OPC quality byte
                     reading["quality"] = quality
             elif key == "engUnit" and value.WhichOneof("value") == "string_value":
-                reading["unit"] = _name(
-                    value.string_value, MAX_NAME_BYTES, f"the engUnit of metric {quote(name)}"
-                )
+                what = f"the engUnit of metric {quote(name)}"
+                if _undecoded(value.string_value):
+                    raise _not_utf8(what)
+                reading["unit"] = _name(value.string_value, MAX_NAME_BYTES, what)
+
+
+def _undecoded(text: object) -> bool:
+    """Whether a string field came as bytes: protobuf's way with a proto2 string not UTF-8."""
+    return text.__class__ is bytes
+
+
+def _not_utf8(what: str) -> InvalidMessageError:
+    """A string field that is not UTF-8: protobuf requires it to be, so not a valid payload.
+
+    Google's runtime does not refuse such a proto2 string when it parses; it hands it over as
+    bytes instead of str, and every string the reader uses is checked for that.
+    """
+    return InvalidMessageError(
+        Reason.NOT_PROTOBUF,
+        f"the payload is not a valid Sparkplug B protobuf payload: {what} is not UTF-8",
+    )
 
 
 def _shortest_float32(value: float) -> float:
