@@ -51,6 +51,9 @@ Readings = list[tuple[str, TypedCanonical]]
 
 _FLOAT = re.compile(r"[-+]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][-+]?[0-9]+)?")
 _INTEGER = re.compile(r"[-+]?[0-9]+i")
+_INT64 = (-(2**63), 2**63 - 1)
+_UINT64 = (0, 2**64 - 1)
+_MAX_INT_DIGITS = 20  # 2**64 - 1 has 20 digits
 _UNSIGNED = re.compile(r"[0-9]+u")
 _TIMESTAMP = re.compile(r"-?[0-9]+")
 _TRUE = frozenset({"t", "T", "true", "True", "TRUE"})
@@ -173,9 +176,9 @@ def field_value(text: str) -> tuple[Value, ValueType]:
         return False, "boolean"
     last = text[-1]
     if last == "i" and _INTEGER.fullmatch(text):
-        return _integer(text), "number"
+        return _integer(text, _INT64, "signed"), "number"
     if last == "u" and _UNSIGNED.fullmatch(text):
-        return _integer(text), "number"
+        return _integer(text, _UINT64, "unsigned"), "number"
     if _FLOAT.fullmatch(text):
         return _finite(float(text), text), "number"
     raise LineProtocolError(
@@ -183,18 +186,21 @@ def field_value(text: str) -> tuple[Value, ValueType]:
     )
 
 
-def _integer(text: str) -> float:
-    """An ``i`` or ``u`` integer as a float; one beyond the float range is too large.
+def _integer(text: str, bounds: tuple[int, int], kind: str) -> float:
+    """An ``i`` or ``u`` integer as a float, within the protocol's 64-bit range.
 
-    Such an integer has hundreds of digits: ``float`` overflows, and ``int`` itself refuses
-    more than ``sys.get_int_max_str_digits()`` (4300) digits.
+    The protocol's integers are signed or unsigned 64-bit; InfluxDB refuses a line with one
+    outside that range, and so does the agent. The digits are counted first, so a value of
+    thousands of digits is not parsed (``int`` refuses more than 4300 anyway).
     """
-    try:
-        return _finite(float(int(text[:-1])), text)
-    except (OverflowError, ValueError):
-        raise LineProtocolError(
-            f"the field value {text[:MAX_LINE_DETAIL]!r} is too large"
-        ) from None
+    digits = text[:-1].lstrip("+-").lstrip("0")
+    if len(digits) <= _MAX_INT_DIGITS:
+        number = int(text[:-1])
+        if bounds[0] <= number <= bounds[1]:
+            return float(number)
+    raise LineProtocolError(
+        f"the field value {text[:MAX_LINE_DETAIL]!r} is outside the {kind} 64-bit range"
+    )
 
 
 def _finite(number: float, text: str) -> float:
