@@ -9,34 +9,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from agent.model import ReceivedMessage
-from agent.pipeline import Outcome, Pipeline, PipelineSettings, Reason
+from agent.pipeline import Outcome, Reason
 from agent.pipeline._influx import LineProtocolError, field_value, split_line
-
-RECEIVED_AT_MS = 1_700_000_000_000
-TOPIC = "telegraf/gw-1"
-
-
-def pipeline(**profile: Any) -> Pipeline:
-    """A pipeline with one influx_line profile on telegraf/# (device from the topic)."""
-    config = {
-        "schema_version": 2,
-        "profiles": [
-            {
-                "name": "influx",
-                "format": "influx_line",
-                "topic_filters": ["telegraf/#"],
-                "device_id": {"topic_template": "telegraf/{device_id}"},
-                **profile,
-            }
-        ],
-    }
-    return Pipeline(PipelineSettings.model_validate(config), "gw")
-
-
-def process(payload: bytes, topic: str = TOPIC, **profile: Any) -> Any:
-    msg = ReceivedMessage(topic, payload, 1, False, RECEIVED_AT_MS, message_id="0" * 32)
-    return pipeline(**profile).process(msg)
+from tests.unit.pipeline._influx_support import RECEIVED_AT_MS, pipeline, process
 
 
 def readings(processed: Any) -> list[dict[str, Any]]:

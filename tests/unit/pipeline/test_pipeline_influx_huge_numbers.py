@@ -10,26 +10,8 @@ from __future__ import annotations
 
 import pytest
 
-from agent.model import ReceivedMessage
-from agent.pipeline import Outcome, Pipeline, PipelineSettings, Reason
-
-RECEIVED_AT_MS = 1_700_000_000_000
-
-
-def process(payload: bytes) -> object:
-    config = {
-        "schema_version": 2,
-        "profiles": [
-            {
-                "name": "influx",
-                "format": "influx_line",
-                "topic_filters": ["telegraf/#"],
-                "device_id": {"topic_template": "telegraf/{device_id}"},
-            }
-        ],
-    }
-    pipeline = Pipeline(PipelineSettings.model_validate(config), "gw")
-    return pipeline.process(ReceivedMessage("telegraf/gw-1", payload, 1, False, RECEIVED_AT_MS))
+from agent.pipeline import Outcome, Reason
+from tests.unit.pipeline._influx_support import process
 
 
 @pytest.mark.parametrize("digits", [21, 309, 310, 400, 4300, 4301, 60_000])
