@@ -311,32 +311,32 @@ class Pipeline:
         if not readings:
             detail = "the message's profile found no reading in it"
             return _processed(Outcome.DROPPED, (), Reason.NO_READINGS, None, detail, (), changes)
-        device_id = readings[0][0]
-        found = readings
+        kept = readings
         minimum = self._min_quality
         if minimum:
             low = [r for r in readings if r[1]["quality"] < minimum]
             if low:
+                first = readings[0][0]
                 detail = f"quality {low[0][1]['quality']} is below min_quality {minimum}"
                 if self._low_quality_dlq:
-                    return self._reject(msg, device_id, Reason.LOW_QUALITY, detail, changes)
-                readings = [r for r in readings if r[1]["quality"] >= minimum]
-                if not readings:
+                    return self._reject(msg, first, Reason.LOW_QUALITY, detail, changes)
+                kept = [r for r in readings if r[1]["quality"] >= minimum]
+                if not kept:
                     return _processed(
                         Outcome.DROPPED,
                         (),
                         Reason.LOW_QUALITY,
-                        device_id,
+                        first,
                         detail,
-                        _others(device_id, low),
+                        _others(first, low),
                         changes,
                     )
-        encoded = [(d, canonical_json_v2(reading), reading["ts"]) for d, reading in readings]
+        encoded = [(d, canonical_json_v2(reading), reading["ts"]) for d, reading in kept]
         records = self._records.valid_many(msg, encoded)
         # The device of the first record; every device that sent a reading is seen, those
         # whose readings were left out for low quality too (as when all of them are).
-        device_id = readings[0][0]
-        others = _others(device_id, found) if len(found) > 1 else ()
+        device_id = kept[0][0]
+        others = _others(device_id, readings) if len(readings) > 1 else ()
         return _processed(Outcome.VALID, records, None, device_id, None, others, changes)
 
     def _reject(
