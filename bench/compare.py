@@ -714,6 +714,7 @@ async def catch_up(agent: Agent, env: Env, probe: KafkaProbe) -> dict[str, float
     feeder.start()
     try:
         await asyncio.sleep(2)  # steady state before the outage
+        before = await probe.readable()  # what the agent forwarded before Kafka went down
         t_down = time.monotonic()
         await asyncio.to_thread(env.kafka.stop_node, 1)
         await asyncio.sleep(max(0.0, down_s - (time.monotonic() - t_down)))
@@ -726,7 +727,7 @@ async def catch_up(agent: Agent, env: Env, probe: KafkaProbe) -> dict[str, float
             with contextlib.suppress(Exception):
                 n = await asyncio.wait_for(probe.readable(), 2)
             now = time.monotonic()
-            if n > 0 and not t_up:
+            if n > before and not t_up:
                 t_up, n_up = now, n
             elif t_up and base + feeder.sent - n <= rate * 0.1:
                 break
